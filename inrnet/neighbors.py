@@ -1,0 +1,254 @@
+"""Fixed-radius neighbour search between a query set and a point set, kept as CSR.
+
+For each query point ``q_i`` the neighbours are the points ``x_j`` whose offset
+``x_j - q_i`` lies in a :class:`Support`: a box (orthotope) or ball of given half-widths,
+optionally shifted (even-sized discrete filters centre their support half a cell off the
+output point). With ``reflect=True`` the mirror images of the points across the domain
+boundary count too, each mapped back to the point it mirrors: reflection padding.
+
+The result is computed once per (point set, query set, support, reflect) and cached on the
+point set (:func:`neighbors`); every layer with the same geometry reuses it. Three
+backends give identical results (candidates are generated differently, then one exact
+float64 test decides membership and pairs are sorted by (query, point)):
+
+* ``"kdtree"``: scipy's cKDTree, the CPU default;
+* ``"cells"``: a cell list in torch, ``O(N + M + E)`` on any device, the GPU default;
+* ``"brute"``: the ``O(N M)`` distance test, the reference the tests use.
+
+Nothing is ever truncated: every pair inside the support is returned.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from inrnet.field import BOUNDARY_TOL, PointSet
+
+__all__ = ["Support", "Neighbors", "neighbors", "find_neighbors", "BACKENDS"]
+
+BACKENDS = ("auto", "kdtree", "cells", "brute")
+
+#: Relative slack on the support boundary, so lattice points exactly on it are kept.
+SUPPORT_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class Support:
+    """Where a kernel is non-zero, relative to its output point.
+
+    Args:
+        half_width: half extents per dimension (box) or radii (ball); one float for all.
+        shape: ``"box"`` (orthotope) or ``"ball"`` (ellipsoid when radii differ).
+        center: offset of the support's centre from the output point (default 0).
+    """
+
+    half_width: tuple[float, ...]
+    shape: str = "box"
+    center: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        hw = self.half_width
+        hw = (float(hw),) if isinstance(hw, (int, float)) else tuple(float(h) for h in hw)
+        if not hw or any(not math.isfinite(h) or h <= 0 for h in hw):
+            raise ValueError(f"support half widths must be positive and finite, got {self.half_width!r}")
+        if self.shape not in ("box", "ball"):
+            raise ValueError(f"support shape must be 'box' or 'ball', got {self.shape!r}")
+        center = (0.0,) * len(hw) if self.center is None else tuple(float(c) for c in self.center)
+        object.__setattr__(self, "half_width", hw)
+        object.__setattr__(self, "center", center)
+
+    def for_dim(self, dim: int) -> Support:
+        """This support with one half width / centre entry per dimension."""
+        hw, c = self.half_width, self.center
+        if len(hw) == dim and len(c) == dim:
+            return self
+        if len(hw) not in (1, dim) or len(c) not in (1, dim):
+            raise ValueError(f"support {self} does not fit dimension {dim}")
+        return Support(hw * dim if len(hw) == 1 else hw, self.shape, c * dim if len(c) == 1 else c)
+
+    @property
+    def volume(self) -> float:
+        """Lebesgue measure of the support."""
+        d = len(self.half_width)
+        box = math.prod(2 * h for h in self.half_width)
+        return box if self.shape == "box" else box * math.pi ** (d / 2) / (2 ** d * math.gamma(d / 2 + 1))
+
+    def contains(self, offsets: Tensor) -> Tensor:
+        """Bool Tensor[...] of whether offsets (Tensor[..., d], ``x_j - q_i``) lie in the support."""
+        u = (offsets - offsets.new_tensor(self.center)) / offsets.new_tensor(self.half_width)
+        if self.shape == "box":
+            return u.abs().amax(-1) <= 1 + SUPPORT_TOL
+        return (u * u).sum(-1) <= (1 + SUPPORT_TOL) ** 2
+
+
+@dataclass(frozen=True)
+class Neighbors:
+    """Neighbour pairs in CSR form, rows = queries, sorted by (query, point).
+
+    Attributes:
+        indptr: Tensor[M + 1], pairs of query ``i`` are ``indptr[i]:indptr[i + 1]``.
+        row: Tensor[E], the query of each pair.
+        col: Tensor[E], the point of each pair (for a mirrored point, the point it mirrors).
+        offset: Tensor[E, d], ``x_j - q_i`` (``x_j`` mirrored where it was).
+        num_points: N, the number of points ``col`` indexes.
+    """
+
+    indptr: Tensor
+    row: Tensor
+    col: Tensor
+    offset: Tensor
+    num_points: int
+
+    @property
+    def num_queries(self) -> int:
+        return self.indptr.numel() - 1
+
+    @property
+    def num_pairs(self) -> int:
+        return self.col.numel()
+
+    def counts(self) -> Tensor:
+        """Tensor[M], neighbours per query."""
+        return self.indptr.diff()
+
+
+def neighbors(points: PointSet, queries: PointSet, support: Support, *, reflect: bool = False,
+              backend: str = "auto") -> Neighbors:
+    """The neighbours of ``queries`` among ``points``, cached on ``points``.
+
+    Every backend returns the same pairs, so ``backend`` is not part of the cache key.
+    """
+    if queries.dim != points.dim:
+        raise ValueError(f"query points have dimension {queries.dim}, points have dimension {points.dim}")
+    support = support.for_dim(points.dim)
+    key = ("neighbors", queries.uid, support, reflect)
+    return points.cached(key, lambda: find_neighbors(points, queries, support, reflect=reflect, backend=backend))
+
+
+def find_neighbors(points: PointSet, queries: PointSet, support: Support, *, reflect: bool = False,
+                   backend: str = "auto") -> Neighbors:
+    """Uncached neighbour search; see the module docstring. Prefer :func:`neighbors`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown neighbour backend {backend!r}; choose one of {BACKENDS}")
+    if queries.device != points.device:
+        raise ValueError(f"queries are on {queries.device}, points on {points.device}")
+    support = support.for_dim(points.dim)
+    if backend == "auto":
+        backend = "kdtree" if points.device.type == "cpu" else "cells"
+    x = points.coords.double()  # (N, d)
+    src = torch.arange(points.n, device=points.device)
+    if reflect:
+        x, src = _with_mirrors(x, points.bounds, support)
+    q = queries.coords.double()  # (M, d)
+    center = q + q.new_tensor(support.center)  # (M, d)
+    reach = q.new_tensor(support.half_width) * (1 + 2 * SUPPORT_TOL)
+    if backend == "brute":
+        row, j = _brute_candidates(center, x, reach, support.shape)
+    elif backend == "kdtree":
+        row, j = _kdtree_candidates(center, x, reach, support.shape)
+    else:
+        row, j = _cell_candidates(center, x, reach)
+    offset = x[j] - q[row]  # (E, d), float64
+    keep = support.contains(offset)
+    row, j, offset = row[keep], j[keep], offset[keep]
+    order = torch.argsort(row * x.shape[0] + j)
+    row, j, offset = row[order], j[order], offset[order]
+    indptr = torch.zeros(queries.n + 1, dtype=torch.long, device=points.device)
+    indptr[1:] = torch.cumsum(torch.bincount(row, minlength=queries.n), 0)
+    return Neighbors(indptr, row, src[j], offset.to(points.dtype), points.n)
+
+
+def _with_mirrors(x: Tensor, bounds, support: Support) -> tuple[Tensor, Tensor]:
+    """Add the reflections of points across the domain faces that a support can reach.
+
+    Returns:
+        Coordinates Tensor[N', d] (originals first) and Tensor[N'] of the original index
+        of each.
+    """
+    lo = x.new_tensor([b[0] for b in bounds])
+    hi = x.new_tensor([b[1] for b in bounds])
+    reach = x.new_tensor(support.half_width) + x.new_tensor(support.center).abs()
+    n, d = x.shape
+    coords, index = [x], [torch.arange(n, device=x.device)]
+    for sides in itertools.product((0, -1, 1), repeat=d):
+        if not any(sides):
+            continue
+        y = x.clone()
+        for k, s in enumerate(sides):
+            if s == -1:
+                y[:, k] = 2 * lo[k] - y[:, k]
+            elif s == 1:
+                y[:, k] = 2 * hi[k] - y[:, k]
+        near = ((y >= lo - reach) & (y <= hi + reach)).all(-1)
+        coords.append(y[near])
+        index.append(near.nonzero().squeeze(-1))
+    return torch.cat(coords), torch.cat(index)
+
+
+def _brute_candidates(center: Tensor, x: Tensor, reach: Tensor, shape: str,
+                      chunk: int = 1 << 22) -> tuple[Tensor, Tensor]:
+    rows, cols = [], []
+    step = max(1, chunk // max(1, x.shape[0]))
+    for start in range(0, center.shape[0], step):
+        u = (x[None, :, :] - center[start:start + step, None, :]) / reach  # (m, N, d)
+        inside = u.abs().amax(-1) <= 1 if shape == "box" else (u * u).sum(-1) <= 1
+        r, c = inside.nonzero(as_tuple=True)
+        rows.append(r + start)
+        cols.append(c)
+    return torch.cat(rows), torch.cat(cols)
+
+
+def _kdtree_candidates(center: Tensor, x: Tensor, reach: Tensor, shape: str) -> tuple[Tensor, Tensor]:
+    from scipy.spatial import cKDTree
+    scale = reach.cpu().numpy()
+    tree_x = cKDTree(x.cpu().numpy() / scale)
+    tree_q = cKDTree(center.cpu().numpy() / scale)
+    pairs = tree_q.sparse_distance_matrix(tree_x, 1.0, p=np.inf if shape == "box" else 2.0, output_type="ndarray")
+    row = torch.from_numpy(pairs["i"].astype(np.int64)).to(center.device)
+    col = torch.from_numpy(pairs["j"].astype(np.int64)).to(center.device)
+    return row, col
+
+
+def _cell_candidates(center: Tensor, x: Tensor, reach: Tensor, max_candidates: int = 1 << 24
+                     ) -> tuple[Tensor, Tensor]:
+    """Cell list: bin points into cells of side ``2 * reach``; a query's support then meets
+    at most ``2^d`` cells, whose points are its candidates. Linear in N + M + E."""
+    d = x.shape[1]
+    side = 2 * reach
+    lo = torch.minimum(x.amin(0), center.amin(0)) - side
+    extent = torch.maximum(x.amax(0), center.amax(0)) + side - lo
+    ncell = torch.floor(extent / side).long() + 1  # (d,)
+    if math.prod(ncell.tolist()) >= 2 ** 62:
+        raise ValueError("support too small for the cell-list backend in this dimension; use backend='kdtree'")
+    strides = torch.ones(d, dtype=torch.long, device=x.device)
+    for k in range(d - 2, -1, -1):
+        strides[k] = strides[k + 1] * ncell[k + 1]
+    cell_x = (torch.floor((x - lo) / side).long() * strides).sum(-1)  # (N,)
+    sorted_cells, order = torch.sort(cell_x)
+    first = torch.floor((center - reach - lo) / side).long()  # (M, d): lowest cell the support meets
+    corners = torch.tensor(list(itertools.product((0, 1), repeat=d)), device=x.device)  # (2^d, d)
+    rows, cols = [], []
+    queries_per_chunk = max(1, max_candidates // (2 ** d * max(1, x.shape[0] // max(1, math.prod(ncell.tolist()))) + 1))
+    for start in range(0, center.shape[0], queries_per_chunk):
+        cells = ((first[start:start + queries_per_chunk, None, :] + corners) * strides).sum(-1)  # (m, 2^d)
+        a = torch.searchsorted(sorted_cells, cells.reshape(-1), right=False)
+        b = torch.searchsorted(sorted_cells, cells.reshape(-1), right=True)
+        count = b - a  # (m * 2^d,)
+        total = int(count.sum())
+        if total == 0:
+            continue
+        seg = torch.repeat_interleave(torch.arange(count.numel(), device=x.device), count)  # (C,)
+        pos = a[seg] + torch.arange(total, device=x.device) - (torch.cumsum(count, 0) - count)[seg]
+        rows.append(seg // 2 ** d + start)
+        cols.append(order[pos])
+    if not rows:
+        empty = torch.zeros(0, dtype=torch.long, device=x.device)
+        return empty, empty
+    return torch.cat(rows), torch.cat(cols)

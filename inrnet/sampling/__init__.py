@@ -1,0 +1,9 @@
+"""Point sets on ``[-1, 1]^d``: scrambled Sobol (default), Halton, grid, shrunk, Monte Carlo.
+
+See :mod:`inrnet.sampling.points` for the grid convention every part of inrnet shares.
+"""
+
+from inrnet.sampling.points import grid, grid_axes, halton, shrunk, sobol, uniform
+from inrnet.sampling.sampler import SCHEMES, Sampler
+
+__all__ = ["sobol", "halton", "grid", "grid_axes", "shrunk", "uniform", "Sampler", "SCHEMES"]

@@ -1,0 +1,1 @@
+"""Property asserts shared by inrnet's tests and available to users."""
