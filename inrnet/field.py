@@ -82,8 +82,8 @@ def _as_bounds(bounds, dim: int) -> tuple[tuple[float, float], ...]:
     if bounds is None:
         return ((-1.0, 1.0),) * dim
     b = torch.as_tensor(bounds, dtype=torch.float64).reshape(-1, 2)
-    if b.shape[0] != dim or not bool((b[:, 1] > b[:, 0]).all()):
-        raise ValueError(f"bounds must be {dim} pairs (lo, hi) with lo < hi, got {bounds!r}")
+    if b.shape[0] != dim or not bool((b[:, 1] >= b[:, 0]).all()):
+        raise ValueError(f"bounds must be {dim} pairs (lo, hi) with lo <= hi, got {bounds!r}")
     return tuple((float(lo), float(hi)) for lo, hi in b.tolist())
 
 
