@@ -31,7 +31,7 @@ from torch import Tensor
 
 from inrnet.field import BOUNDARY_TOL, PointSet
 
-__all__ = ["Support", "Neighbors", "neighbors", "find_neighbors", "BACKENDS"]
+__all__ = ["Support", "Neighbors", "neighbors", "find_neighbors", "stable_argsort", "BACKENDS"]
 
 BACKENDS = ("auto", "kdtree", "cells", "brute")
 
@@ -158,11 +158,19 @@ def find_neighbors(points: PointSet, queries: PointSet, support: Support, *, ref
     offset = x[j] - q[row]  # (E, d), float64
     keep = support.contains(offset)
     row, j, offset = row[keep], j[keep], offset[keep]
-    order = torch.argsort(row * x.shape[0] + j)
+    order = stable_argsort(row * x.shape[0] + j)
     row, j, offset = row[order], j[order], offset[order]
     indptr = torch.zeros(queries.n + 1, dtype=torch.long, device=points.device)
     indptr[1:] = torch.cumsum(torch.bincount(row, minlength=queries.n), 0)
     return Neighbors(indptr, row, src[j], offset.to(points.dtype), points.n)
+
+
+def stable_argsort(keys: Tensor) -> Tensor:
+    """Stable argsort of integer keys (Tensor[E]); numpy's radix sort on CPU is ~3x
+    faster than torch's stable sort there."""
+    if keys.device.type == "cpu":
+        return torch.from_numpy(np.argsort(keys.numpy(), kind="stable"))
+    return torch.argsort(keys, stable=True)
 
 
 def _with_mirrors(x: Tensor, bounds, support: Support) -> tuple[Tensor, Tensor]:

@@ -23,12 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from inrnet.neighbors import stable_argsort
+
 __all__ = ["GatherPlan", "gather_atoms"]
 
 
 def _csr(keys: Tensor, n_rows: int) -> tuple[Tensor, Tensor]:
     """Stable order of entries by ``keys`` and the CSR row pointer Tensor[n_rows + 1]."""
-    order = torch.argsort(keys, stable=True)
+    order = stable_argsort(keys)
     ptr = torch.zeros(n_rows + 1, dtype=torch.long, device=keys.device)
     ptr[1:] = torch.cumsum(torch.bincount(keys, minlength=n_rows), 0)
     return order, ptr
