@@ -8,15 +8,14 @@ basis at pair offsets and returns only the atoms that are non-zero there, as
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["cardinal_bspline", "bspline_interpolation_matrix", "bspline_expansion",
-           "legendre_1d", "legendre_expansion", "legendre_exponents", "bin_seeds", "bin_expansion"]
+__all__ = ["cardinal_bspline", "bspline_interpolation_matrix", "bspline_expansion", "legendre_expansion",
+           "bin_seeds", "bin_expansion"]
 
 
 def cardinal_bspline(v: Tensor, degree: int) -> Tensor:
@@ -81,42 +80,22 @@ def bspline_expansion(u: Tensor, kernel_size: Sequence[int], degree: int) -> tup
     return flat, prod
 
 
-def legendre_1d(x: Tensor, degree: int) -> Tensor:
-    """Orthonormal Legendre polynomials on ``[-1, 1]`` up to ``degree``.
-
-    Returns:
-        Tensor[..., degree + 1], ``sqrt((2n + 1) / 2) P_n(x)``.
-    """
-    ps = [torch.ones_like(x), x]
-    for n in range(1, degree):
-        ps.append(((2 * n + 1) * x * ps[n] - n * ps[n - 1]) / (n + 1))
-    p = torch.stack(ps[: degree + 1], -1)
-    return p * torch.sqrt(torch.arange(degree + 1, dtype=x.dtype, device=x.device) + 0.5)
-
-
-def legendre_exponents(dim: int, degree: int) -> list[tuple[int, ...]]:
-    """Multi-indices of total degree ``<= degree`` in ``dim`` variables, graded order."""
-    return sorted((m for m in itertools.product(range(degree + 1), repeat=dim) if sum(m) <= degree),
-                  key=lambda m: (sum(m), tuple(-x for x in m)))
-
-
 def legendre_expansion(u: Tensor, degree: int) -> tuple[Tensor, Tensor]:
-    """Products of orthonormal Legendre polynomials of total degree ``<= degree``.
+    """Products of Legendre polynomials of total degree ``<= degree`` on the unit support.
+
+    Orthonormal for the uniform probability measure on ``[-1, 1]^d`` (see
+    :func:`inrnet.nn.functions.legendre_products`).
 
     Args:
         u: Tensor[E, d], offsets scaled to the support box ``[-1, 1]^d``.
 
     Returns:
-        ``index`` Tensor[E, n_basis] (every basis function, in :func:`legendre_exponents`
-        order) and ``value`` Tensor[E, n_basis].
+        ``index`` Tensor[E, n_basis] (every basis function, in
+        :func:`inrnet.nn.functions.multi_indices` order) and ``value`` Tensor[E, n_basis].
     """
-    e, d = u.shape
-    exps = torch.tensor(legendre_exponents(d, degree), device=u.device)  # (n_basis, d)
-    p = legendre_1d(u, degree)  # (E, d, degree + 1)
-    val = torch.ones(e, exps.shape[0], dtype=u.dtype, device=u.device)
-    for k in range(d):
-        val = val * p[:, k, exps[:, k]]
-    return torch.arange(exps.shape[0], device=u.device).expand(e, -1), val
+    from inrnet.nn.functions import legendre_products, multi_indices
+    value = legendre_products(u, multi_indices(degree, u.shape[1]).to(u.device))  # (E, n_basis)
+    return torch.arange(value.shape[1], device=u.device).expand(u.shape[0], -1), value
 
 
 def bin_seeds(n_bins: int, dim: int, shape: str, *, dtype=torch.float64, device=None) -> Tensor:

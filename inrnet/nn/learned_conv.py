@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from inrnet.neighbors import Support
 from inrnet.nn.conv import ContinuousConv
-from inrnet.nn.kernels import bin_expansion, bin_seeds, legendre_exponents, legendre_expansion
+from inrnet.nn.functions import multi_indices
+from inrnet.nn.kernels import bin_expansion, bin_seeds, legendre_expansion
 
 __all__ = ["MLPConv", "LegendreConv"]
 
@@ -105,8 +106,8 @@ class MLPConv(_UnitSupportConv):
 class LegendreConv(_UnitSupportConv):
     """Continuous convolution with a polynomial kernel (paper eq. 6).
 
-    ``K(delta) = sum_b P_b(u) W_b / |S|`` over products of orthonormal Legendre
-    polynomials of total degree ``<= degree`` in the unit-support offset ``u``.
+    ``K(delta) = sum_b P_b(u) W_b / |S|`` over products of Legendre polynomials
+    (orthonormal for the uniform measure on the unit box) of total degree ``<= degree`` in the unit-support offset ``u``.
 
     Args:
         in_channels, out_channels: ``C_in`` and ``C_out``.
@@ -127,7 +128,7 @@ class LegendreConv(_UnitSupportConv):
         if degree < 0:
             raise ValueError(f"degree must be >= 0, got {degree}")
         self.degree = degree
-        n_basis = len(legendre_exponents(self.dim, degree))
+        n_basis = multi_indices(degree, self.dim).shape[0]
         bound = 1 / math.sqrt(in_channels // groups)
         self.weight = nn.Parameter(torch.empty(n_basis, in_channels // groups, out_channels).uniform_(-bound, bound))
 

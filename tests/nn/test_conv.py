@@ -14,7 +14,7 @@ from inrnet.field import Field, PointSet
 from inrnet.neighbors import Support, neighbors
 from inrnet.nn.bspline_conv import BSplineConv
 from inrnet.nn.conv import conv_pairs, support_fraction
-from inrnet.nn.kernels import bspline_interpolation_matrix, cardinal_bspline, legendre_1d
+from inrnet.nn.kernels import bspline_interpolation_matrix, cardinal_bspline
 from inrnet.nn.learned_conv import LegendreConv, MLPConv
 from inrnet.sampling import sobol
 
@@ -175,13 +175,6 @@ def test_cardinal_bspline_matches_scipy_and_interpolates_taps():
     torch.testing.assert_close(k, layer.weight.detach().reshape(-1))
 
 
-def test_legendre_orthonormal():
-    x = torch.from_numpy(np.polynomial.legendre.leggauss(20)[0])
-    w = torch.from_numpy(np.polynomial.legendre.leggauss(20)[1])
-    p = legendre_1d(x, 5)
-    torch.testing.assert_close(p.T @ (w[:, None] * p), torch.eye(6, dtype=D64), atol=1e-12, rtol=0)
-
-
 def test_binned_mlp_converges_to_exact():
     pts = PointSet(sobol(1024, 2, seed=0, dtype=D64))
     field = Field(torch.randn(2, 1024, 3, dtype=D64), pts)
@@ -241,7 +234,7 @@ def test_mean_estimator_integrates_constants_exactly():
     ones = Field(torch.ones(1, 500, 1, dtype=D64), pts)
     layer = LegendreConv(1, 1, 0.3, degree=0, bias=False, estimator="mean").double()
     frac = support_fraction(pts, pts.bounds, layer.support)
-    expected = layer.weight.detach()[0, 0, 0] * 0.5 * frac  # P_0 = 1/sqrt(2) per dim, mean of K over S
+    expected = layer.weight.detach()[0, 0, 0] * frac  # P_0 = 1: K is constant, W / |S|
     torch.testing.assert_close(layer(ones).values[0, :, 0], expected)
 
 
