@@ -226,7 +226,8 @@ class PointSet:
         def build():
             lo = torch.tensor([b[0] for b in bounds], dtype=torch.float64, device=self.device)
             hi = torch.tensor([b[1] for b in bounds], dtype=torch.float64, device=self.device)
-            tol = BOUNDARY_TOL * (hi - lo)
+            extent = torch.tensor([b[1] - b[0] for b in self.bounds], dtype=torch.float64, device=self.device)
+            tol = BOUNDARY_TOL * torch.maximum(hi - lo, extent)
             x = self.coords.double()
             inside = ((x >= lo - tol) & (x <= hi + tol)).all(-1)
             if not bool(inside.any()):

@@ -4,7 +4,8 @@ A discrete window of ``k`` taps along an axis whose pixels are ``h`` wide become
 support of half width ``k h / 2``; for even ``k`` the support is centred ``h / 2`` past
 the output point, so the taps sit at offsets ``-k/2 + 1 .. k/2`` pixels (torch's
 convention for even kernels). Output points: unpadded layers (``padding="none"``) first
-restrict the points to the domain shrunk by the support's reach, then strided layers keep
+restrict the points to the domain (for a lattice: the box its cells tile) shrunk by the
+support's reach, then strided layers keep
 one point in ``stride`` (``PointSet.downsample``). On a grid this reproduces the output
 pixels of a torch layer with padding ``k // 2`` (``"zeros"``) or 0 (``"none"``).
 """
@@ -42,6 +43,15 @@ def window_support(kernel_size: Sequence[int], spacing: Sequence[float], shape: 
     return Support(half, shape, center)
 
 
+def _extent(points: PointSet) -> list[tuple[float, float]]:
+    """The box the points tile: a lattice's cells (after a stride they no longer fill the
+    domain symmetrically), otherwise the domain."""
+    if points.lattice is None:
+        return list(points.bounds)
+    lat = points.lattice
+    return [(o - h / 2, o + (n - 0.5) * h) for o, h, n in zip(lat.origin, lat.step, lat.shape)]
+
+
 def output_points(points: PointSet, support: Support, stride: Sequence[int] | int = 1,
                   padding: str = "zeros") -> PointSet:
     """Where a windowed layer with this support, stride and padding has outputs.
@@ -53,7 +63,7 @@ def output_points(points: PointSet, support: Support, stride: Sequence[int] | in
         raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
     support = support.for_dim(points.dim)
     if padding == "none":
-        bounds = [(lo + h - c, hi - h - c) for (lo, hi), h, c in zip(points.bounds, support.half_width, support.center)]
+        bounds = [(lo + h - c, hi - h - c) for (lo, hi), h, c in zip(_extent(points), support.half_width, support.center)]
         if any(lo > hi for lo, hi in bounds):
             raise ValueError(f"support {support.half_width} is wider than the domain {points.bounds}: "
                              "no output point remains without padding")
