@@ -1,8 +1,10 @@
 """``PointSet`` and ``Field``: the data every INR-Net layer passes along.
 
 A :class:`PointSet` is one set of sample points shared by a whole minibatch: coordinates
-``[N, d]``, quadrature weights ``[N]`` (the Lebesgue measure each point stands for, so
-``weights.sum()`` is the volume of the domain), the box ``bounds`` of its domain and,
+``[N, d]``, quadrature weights ``[N]`` (the Lebesgue measure each point stands for:
+``volume / N`` for scattered points, the cell ``prod(step)`` for a lattice, so a discrete
+sum over pixels is exactly a quadrature; they sum to the domain's volume wherever the
+points tile the domain), the box ``bounds`` of its domain and,
 when the points are a regular lattice, that lattice. It is data, not layer state: the
 point sets derived from it (a prefix for downsampling, a sub-lattice for a strided layer,
 a shrunk domain for an unpadded convolution) and the neighbour graphs layers ask for are
@@ -130,9 +132,9 @@ class PointSet:
     @classmethod
     def grid(cls, shape: Sequence[int], *, dtype: torch.dtype = torch.float32, device=None) -> PointSet:
         """The cell centres of ``inrnet.sampling.grid(shape)``, as a lattice point set."""
-        from inrnet.sampling.points import _check_shape
-        lattice = Lattice.grid(_check_shape(shape))
-        return cls(lattice.coords(dtype, device), lattice=lattice)
+        from inrnet.sampling.points import _check_shape, grid
+        shape = _check_shape(shape)
+        return cls(grid(shape, dtype=dtype, device=device), lattice=Lattice.grid(shape))
 
     # basic properties --------------------------------------------------------------
     @property

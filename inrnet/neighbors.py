@@ -9,7 +9,9 @@ boundary count too, each mapped back to the point it mirrors: reflection padding
 The result is computed once per (point set, query set, support, reflect) and cached on the
 point set (:func:`neighbors`); every layer with the same geometry reuses it. Three
 backends give identical results (candidates are generated differently, then one exact
-float64 test decides membership and pairs are sorted by (query, point)):
+float64 test decides membership, with a slack of a few ulps of the coordinates' dtype so
+that lattice points exactly on the support boundary are kept, and pairs are sorted by
+(query, point)):
 
 * ``"kdtree"``: scipy's cKDTree, the CPU default;
 * ``"cells"``: a cell list in torch, ``O(N + M + E)`` on any device, the GPU default;
@@ -80,12 +82,18 @@ class Support:
         box = math.prod(2 * h for h in self.half_width)
         return box if self.shape == "box" else box * math.pi ** (d / 2) / (2 ** d * math.gamma(d / 2 + 1))
 
-    def contains(self, offsets: Tensor) -> Tensor:
-        """Bool Tensor[...] of whether offsets (Tensor[..., d], ``x_j - q_i``) lie in the support."""
-        u = (offsets - offsets.new_tensor(self.center)) / offsets.new_tensor(self.half_width)
+    def contains(self, offsets: Tensor, atol: float = 0.0) -> Tensor:
+        """Bool Tensor[...] of whether offsets (Tensor[..., d], ``x_j - q_i``) lie in the support.
+
+        Args:
+            atol: absolute slack (the rounding error of the coordinates), on top of the
+                relative ``SUPPORT_TOL``.
+        """
+        h = offsets.new_tensor(self.half_width)
+        r = ((offsets - offsets.new_tensor(self.center)).abs() - atol).clamp_min(0) / h
         if self.shape == "box":
-            return u.abs().amax(-1) <= 1 + SUPPORT_TOL
-        return (u * u).sum(-1) <= (1 + SUPPORT_TOL) ** 2
+            return r.amax(-1) <= 1 + SUPPORT_TOL
+        return (r * r).sum(-1) <= (1 + SUPPORT_TOL) ** 2
 
 
 @dataclass(frozen=True)
@@ -148,7 +156,11 @@ def find_neighbors(points: PointSet, queries: PointSet, support: Support, *, ref
         x, src = _with_mirrors(x, points.bounds, support)
     q = queries.coords.double()  # (M, d)
     center = q + q.new_tensor(support.center)  # (M, d)
-    reach = q.new_tensor(support.half_width) * (1 + 2 * SUPPORT_TOL)
+    # pairs exactly on the support boundary (lattice ties) must survive the rounding of
+    # the coordinates to their dtype: allow a few ulps of the largest coordinate
+    scale = max(1.0, float(x.abs().max()), float(q.abs().max()))
+    atol = 4 * scale * max(torch.finfo(points.dtype).eps, torch.finfo(queries.dtype).eps)
+    reach = q.new_tensor(support.half_width) * (1 + 2 * SUPPORT_TOL) + 2 * atol
     if backend == "brute":
         row, j = _brute_candidates(center, x, reach, support.shape)
     elif backend == "kdtree":
@@ -156,7 +168,7 @@ def find_neighbors(points: PointSet, queries: PointSet, support: Support, *, ref
     else:
         row, j = _cell_candidates(center, x, reach)
     offset = x[j] - q[row]  # (E, d), float64
-    keep = support.contains(offset)
+    keep = support.contains(offset, atol)
     row, j, offset = row[keep], j[keep], offset[keep]
     order = stable_argsort(row * x.shape[0] + j)
     row, j, offset = row[order], j[order], offset[order]

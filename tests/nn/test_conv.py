@@ -17,13 +17,9 @@ from inrnet.nn.conv import conv_pairs, support_fraction
 from inrnet.nn.kernels import bspline_interpolation_matrix, cardinal_bspline
 from inrnet.nn.learned_conv import LegendreConv, MLPConv
 from inrnet.sampling import sobol
+from inrnet.testing import assert_matches_discrete, grid_field
 
 D64 = torch.float64
-
-
-def grid_field(x: torch.Tensor) -> Field:
-    """An image batch [B, C, *shape] sampled exactly on its grid."""
-    return Field(x.flatten(2).transpose(1, 2), PointSet.grid(x.shape[2:], dtype=x.dtype))
 
 
 def torch_conv(x, weight, bias, stride, padding_mode, groups):
@@ -77,6 +73,13 @@ def test_bspline_conv_1d_and_3d(shape, k):
     for padding, stride in [("zeros", 1), ("none", 2)]:
         out, ref = twin(shape, k, stride, padding, 1, c_in=2, c_out=3)
         torch.testing.assert_close(out.values, ref.flatten(2).transpose(1, 2), rtol=1e-10, atol=1e-10)
+
+
+def test_twin_through_the_shared_assert():
+    conv = torch.nn.Conv2d(3, 4, 5, stride=2, padding=2)
+    layer = BSplineConv(3, 4, 5, (2 / 12, 2 / 11), stride=2)
+    layer.load_state_dict(conv.state_dict())
+    assert_matches_discrete(layer, conv, torch.randn(2, 3, 12, 11), atol=1e-5, rtol=1e-5)
 
 
 def test_stacked_strided_convs_stay_exact():
