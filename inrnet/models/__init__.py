@@ -1,0 +1,56 @@
+"""INR-Net architectures and their pixel twins, by name (``create_model("inrnet2", ...)``).
+
+| name | model | paper |
+|---|---|---|
+| ``inrnet2`` / ``cnn2`` | 2 strided convs, global pooling, 2 linear layers | INR-Net-2 / 2-layer CNN |
+| ``inrnet4`` / ``cnn4`` | + a residual block of 2 convs | INR-Net-4 / 4-layer CNN |
+| ``inrnet3`` / ``fcn3`` | 3 convs at one resolution, dense output | INR-Net-3 / 3-layer FCN |
+| ``inrnet5`` / ``fcn5`` | conv, strided conv, conv, upsample, conv + residual, head | INR-Net-5 / 5-layer FCN |
+"""
+
+from inrnet.models._registry import create_model, list_models, model_config, register_model
+from inrnet.models.baselines import CNNClassifier, FCNSegmenter
+from inrnet.models.inr_nets import INRNetClassifier, INRNetSegmenter, make_conv
+
+__all__ = ["create_model", "list_models", "model_config", "register_model", "INRNetClassifier", "INRNetSegmenter",
+           "CNNClassifier", "FCNSegmenter", "make_conv"]
+
+
+@register_model("inrnet2")
+def inrnet2(in_channels: int = 1, num_classes: int = 10, **kwargs) -> INRNetClassifier:
+    return INRNetClassifier(in_channels, num_classes, residual_blocks=0, **kwargs)
+
+
+@register_model("inrnet4")
+def inrnet4(in_channels: int = 1, num_classes: int = 10, **kwargs) -> INRNetClassifier:
+    return INRNetClassifier(in_channels, num_classes, residual_blocks=1, **kwargs)
+
+
+@register_model("cnn2")
+def cnn2(in_channels: int = 1, num_classes: int = 10, **kwargs) -> CNNClassifier:
+    return CNNClassifier(in_channels, num_classes, residual_blocks=0, **kwargs)
+
+
+@register_model("cnn4")
+def cnn4(in_channels: int = 1, num_classes: int = 10, **kwargs) -> CNNClassifier:
+    return CNNClassifier(in_channels, num_classes, residual_blocks=1, **kwargs)
+
+
+@register_model("inrnet3")
+def inrnet3(in_channels: int = 3, num_classes: int = 7, **kwargs) -> INRNetSegmenter:
+    return INRNetSegmenter(in_channels, num_classes, multiscale=False, **kwargs)
+
+
+@register_model("inrnet5")
+def inrnet5(in_channels: int = 3, num_classes: int = 7, **kwargs) -> INRNetSegmenter:
+    return INRNetSegmenter(in_channels, num_classes, multiscale=True, **kwargs)
+
+
+@register_model("fcn3")
+def fcn3(in_channels: int = 3, num_classes: int = 7, **kwargs) -> FCNSegmenter:
+    return FCNSegmenter(in_channels, num_classes, multiscale=False, **kwargs)
+
+
+@register_model("fcn5")
+def fcn5(in_channels: int = 3, num_classes: int = 7, **kwargs) -> FCNSegmenter:
+    return FCNSegmenter(in_channels, num_classes, multiscale=True, **kwargs)

@@ -1,0 +1,142 @@
+"""The paper's INR-Nets (App. D): INR-Net-2/4 classify INRs, INR-Net-3/5 segment them.
+
+Every conv is a 3x3-footprint continuous convolution: a :class:`~inrnet.nn.BSplineConv`
+(``conv="bspline"``, the default: fast, and on a grid the exact twin of the matching
+pixel CNN in :mod:`inrnet.models.baselines`) or an :class:`~inrnet.nn.MLPConv` with a box
+support of the same size (``conv="mlp"``, the paper's choice; ``n_bins`` Voronoi bins or
+``None`` for exact kernels). Sizes are set by ``base_resolution``: a 3x3 filter of the first
+layer spans 3 pixels of a ``base_resolution``-pixel image on ``[-1, 1]^2``; each stride 2
+doubles the spacing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from inrnet.field import Field, PointSet
+from inrnet.neighbors import Support
+from inrnet.nn import Add, BatchNorm, BSplineConv, GlobalAvgPool, MLPConv, Pointwise, Upsample
+from inrnet.nn.conv import ContinuousConv
+
+__all__ = ["INRNetClassifier", "INRNetSegmenter", "make_conv"]
+
+CONVS = ("bspline", "mlp")
+
+
+def make_conv(kind: str, c_in: int, c_out: int, spacing: float, stride: int = 1, n_bins: int | None = 64,
+              dim: int = 2) -> ContinuousConv:
+    """A 3x3-footprint continuous conv with taps ``spacing`` apart."""
+    if kind == "bspline":
+        return BSplineConv(c_in, c_out, (3,) * dim, (spacing,) * dim, stride=stride)
+    if kind == "mlp":
+        return MLPConv(c_in, c_out, Support((1.5 * spacing,) * dim), n_bins=n_bins, stride=stride)
+    raise ValueError(f"conv must be one of {CONVS}, got {kind!r}")
+
+
+class _ConvBlock(nn.Module):
+    """conv -> BatchNorm -> ReLU (the ReLU optional)."""
+
+    def __init__(self, conv: ContinuousConv, relu: bool = True):
+        super().__init__()
+        self.conv, self.norm = conv, BatchNorm(conv.out_channels)
+        self.act = Pointwise(nn.ReLU()) if relu else None
+
+    def forward(self, field: Field) -> Field:
+        out = self.norm(self.conv(field))
+        return self.act(out) if self.act is not None else out
+
+
+class _Residual(nn.Module):
+    """``relu(x + bn(conv(relu(bn(conv(x))))))`` at one resolution."""
+
+    def __init__(self, make, channels: int):
+        super().__init__()
+        self.inner = nn.Sequential(_ConvBlock(make(channels, channels)), _ConvBlock(make(channels, channels), relu=False))
+        self.add, self.act = Add(), Pointwise(nn.ReLU())
+
+    def forward(self, field: Field) -> Field:
+        return self.act(self.add(field, self.inner(field)))
+
+
+class INRNetClassifier(nn.Module):
+    """Strided convs, optional residual blocks, global average pooling, two linear layers.
+
+    ``INR-Net-2`` is ``widths=(32, 64), residual_blocks=0``; ``INR-Net-4`` adds one residual
+    block of two convs after the strided ones.
+
+    Args:
+        in_channels: channels of the input INRs (1 for Fashion-MNIST, 3 for RGB).
+        num_classes: number of classes.
+        widths: output channels of the stride-2 convs.
+        residual_blocks: residual blocks at the last resolution.
+        hidden: width of the hidden linear layer.
+        conv: ``"bspline"`` or ``"mlp"``.
+        base_resolution: pixels per axis that the first filter's spacing refers to.
+        n_bins: Voronoi bins of MLP kernels (``None``: exact).
+
+    Shapes:
+        ``forward(field [B, N, in_channels]) -> logits [B, num_classes]``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (32, 64), residual_blocks: int = 0,
+                 hidden: int = 128, conv: str = "bspline", base_resolution: int = 28, n_bins: int | None = 64):
+        super().__init__()
+        self.in_channels = in_channels
+        spacing = 2.0 / base_resolution
+        layers: list[nn.Module] = []
+        c = in_channels
+        for w in widths:
+            layers.append(_ConvBlock(make_conv(conv, c, w, spacing, stride=2, n_bins=n_bins)))
+            c, spacing = w, 2 * spacing
+        layers += [_Residual(lambda a, b, s=spacing: make_conv(conv, a, b, s, n_bins=n_bins), c)
+                   for _ in range(residual_blocks)]
+        self.features = nn.Sequential(*layers)
+        self.pool = GlobalAvgPool()
+        self.head = nn.Sequential(nn.Linear(c, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, field: Field) -> torch.Tensor:
+        return self.head(self.pool(self.features(field)))
+
+
+class INRNetSegmenter(nn.Module):
+    """A dense INR-Net: its output is an INR, evaluated wherever the labels are.
+
+    ``INR-Net-3`` (``multiscale=False``): three convs at the input resolution, the last one
+    evaluated at the query points. ``INR-Net-5`` (``multiscale=True``): conv, strided conv,
+    conv, nearest-neighbour upsampling back to the input points, conv plus a residual
+    connection to the first conv's output, and the head conv at the query points.
+
+    Shapes:
+        ``forward(field [B, N, in_channels], query=None) -> Field [B, M, num_classes]`` on
+        ``query`` (a PointSet or Tensor[M, d]; default the input points).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 32, multiscale: bool = False,
+                 conv: str = "bspline", base_resolution: int = 64, n_bins: int | None = 64):
+        super().__init__()
+        self.in_channels, self.multiscale = in_channels, multiscale
+        h = 2.0 / base_resolution
+        self.stem = _ConvBlock(make_conv(conv, in_channels, width, h, n_bins=n_bins))
+        if multiscale:
+            self.down = _ConvBlock(make_conv(conv, width, 2 * width, h, stride=2, n_bins=n_bins))
+            self.low = _ConvBlock(make_conv(conv, 2 * width, 2 * width, 2 * h, n_bins=n_bins))
+            self.up = Upsample()
+            self.fuse = _ConvBlock(make_conv(conv, 2 * width, width, h, n_bins=n_bins), relu=False)
+            self.add, self.act = Add(), Pointwise(nn.ReLU())
+        else:
+            self.body = _ConvBlock(make_conv(conv, width, width, h, n_bins=n_bins))
+        self.head = make_conv(conv, width, num_classes, h, n_bins=n_bins)
+
+    def forward(self, field: Field, query: PointSet | torch.Tensor | None = None) -> Field:
+        x = self.stem(field)
+        if self.multiscale:
+            low = self.up(self.low(self.down(x)), x.points)
+            x = self.act(self.add(x, self.fuse(low)))
+        else:
+            x = self.body(x)
+        if query is not None and not isinstance(query, PointSet):
+            query = PointSet(query.to(x.points.device, x.points.dtype), bounds=x.points.bounds)
+        return self.head(x, query=query)
