@@ -1,7 +1,8 @@
 """inrnet: deep learning directly on datasets of implicit neural representations."""
 
-from inrnet.field import Field, Lattice, PointSet
-from inrnet.neighbors import Neighbors, Support, neighbors
+from inrnet import sampling
+from inrnet.field import Field, Lattice, PointSet, check_same_points
+from inrnet.neighbors import Neighbors, Support, find_neighbors
 
 __version__ = "0.1.0"
-__all__ = ["Field", "Lattice", "PointSet", "Neighbors", "Support", "neighbors"]
+__all__ = ["sampling", "Field", "Lattice", "PointSet", "check_same_points", "Neighbors", "Support", "find_neighbors"]

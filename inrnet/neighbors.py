@@ -151,42 +151,54 @@ def find_neighbors(points: PointSet, queries: PointSet, support: Support, *, ref
     if backend == "auto":
         backend = "kdtree" if points.device.type == "cpu" else "cells"
     x = points.coords.double()  # (N, d)
-    src = torch.arange(points.n, device=points.device)
-    if reflect:
-        x, src = _with_mirrors(x, points.bounds, support)
     q = queries.coords.double()  # (M, d)
-    center = q + q.new_tensor(support.center)  # (M, d)
     # pairs exactly on the support boundary (lattice ties) must survive the rounding of
     # the coordinates to their dtype: allow a few ulps of the largest coordinate
     scale = max(1.0, float(x.abs().max()), float(q.abs().max()))
     atol = 4 * scale * max(torch.finfo(points.dtype).eps, torch.finfo(queries.dtype).eps)
+    src = torch.arange(points.n, device=points.device)
+    if reflect:
+        x, src = _with_mirrors(x, points.bounds, support, slack=2 * atol)
+    center = q + q.new_tensor(support.center)  # (M, d)
     reach = q.new_tensor(support.half_width) * (1 + 2 * SUPPORT_TOL) + 2 * atol
     if backend == "brute":
         row, j = _brute_candidates(center, x, reach, support.shape)
     elif backend == "kdtree":
-        row, j = _kdtree_candidates(center, x, reach, support.shape)
+        same = queries is points and not reflect and not any(support.center)
+        row, j = _kdtree_candidates(center, x, reach, support.shape, same=same)
     else:
         row, j = _cell_candidates(center, x, reach)
-    offset = x[j] - q[row]  # (E, d), float64
+    # sort the candidate keys, then gather the offsets once, already in CSR order
+    n = x.shape[0]
+    key = _sort_keys(row * n + j, rows_sorted=backend != "kdtree")  # (C,)
+    row, j = key // n, key % n
+    offset = x[j] - q[row]  # (C, d), float64
     keep = support.contains(offset, atol)
     row, j, offset = row[keep], j[keep], offset[keep]
-    order = stable_argsort(row * x.shape[0] + j)
-    row, j, offset = row[order], j[order], offset[order]
     indptr = torch.zeros(queries.n + 1, dtype=torch.long, device=points.device)
     indptr[1:] = torch.cumsum(torch.bincount(row, minlength=queries.n), 0)
     return Neighbors(indptr, row, src[j], offset.to(points.dtype), points.n)
 
 
 def stable_argsort(keys: Tensor) -> Tensor:
-    """Stable argsort of integer keys (Tensor[E]); numpy's radix sort on CPU is ~3x
-    faster than torch's stable sort there."""
+    """Stable argsort of integer keys (Tensor[E]); on CPU numpy's stable sort (timsort for
+    int64) is several times faster than torch's stable sort."""
     if keys.device.type == "cpu":
         return torch.from_numpy(np.argsort(keys.numpy(), kind="stable"))
     return torch.argsort(keys, stable=True)
 
 
-def _with_mirrors(x: Tensor, bounds, support: Support) -> tuple[Tensor, Tensor]:
-    """Add the reflections of points across the domain faces that a support can reach.
+def _sort_keys(keys: Tensor, rows_sorted: bool) -> Tensor:
+    """Sorted unique integer keys (Tensor[C]). numpy's timsort is fastest on keys that
+    come as query-major runs (cell list, brute force); torch's sort on unordered ones."""
+    if rows_sorted and keys.device.type == "cpu":
+        return torch.from_numpy(np.sort(keys.numpy(), kind="stable"))
+    return torch.sort(keys).values
+
+
+def _with_mirrors(x: Tensor, bounds, support: Support, slack: float = 0.0) -> tuple[Tensor, Tensor]:
+    """Add the reflections of points across the domain faces that a support can reach
+    (within ``slack`` more, the rounding allowance of the membership test).
 
     Returns:
         Coordinates Tensor[N', d] (originals first) and Tensor[N'] of the original index
@@ -194,7 +206,7 @@ def _with_mirrors(x: Tensor, bounds, support: Support) -> tuple[Tensor, Tensor]:
     """
     lo = x.new_tensor([b[0] for b in bounds])
     hi = x.new_tensor([b[1] for b in bounds])
-    reach = x.new_tensor(support.half_width) + x.new_tensor(support.center).abs()
+    reach = x.new_tensor(support.half_width) * (1 + 2 * SUPPORT_TOL) + x.new_tensor(support.center).abs() + slack
     n, d = x.shape
     coords, index = [x], [torch.arange(n, device=x.device)]
     for sides in itertools.product((0, -1, 1), repeat=d):
@@ -225,11 +237,13 @@ def _brute_candidates(center: Tensor, x: Tensor, reach: Tensor, shape: str,
     return torch.cat(rows), torch.cat(cols)
 
 
-def _kdtree_candidates(center: Tensor, x: Tensor, reach: Tensor, shape: str) -> tuple[Tensor, Tensor]:
+def _kdtree_candidates(center: Tensor, x: Tensor, reach: Tensor, shape: str, *, same: bool = False
+                       ) -> tuple[Tensor, Tensor]:
+    """``same``: the query centres are the points themselves, so one tree serves both."""
     from scipy.spatial import cKDTree
     scale = reach.cpu().numpy()
     tree_x = cKDTree(x.cpu().numpy() / scale)
-    tree_q = cKDTree(center.cpu().numpy() / scale)
+    tree_q = tree_x if same else cKDTree(center.cpu().numpy() / scale)
     pairs = tree_q.sparse_distance_matrix(tree_x, 1.0, p=np.inf if shape == "box" else 2.0, output_type="ndarray")
     row = torch.from_numpy(pairs["i"].astype(np.int64)).to(center.device)
     col = torch.from_numpy(pairs["j"].astype(np.int64)).to(center.device)
@@ -238,12 +252,14 @@ def _kdtree_candidates(center: Tensor, x: Tensor, reach: Tensor, shape: str) -> 
 
 def _cell_candidates(center: Tensor, x: Tensor, reach: Tensor, max_candidates: int = 1 << 24
                      ) -> tuple[Tensor, Tensor]:
-    """Cell list: bin points into cells of side ``2 * reach``; a query's support then meets
-    at most ``2^d`` cells, whose points are its candidates. Linear in N + M + E."""
+    """Cell list: bin points into cells of side ``reach``, sorted in C order. A query's
+    support meets at most 3 cells per axis, and the (up to) 3 cells along the last axis
+    are one contiguous run of the sorted points, so a query reads ``3^(d-1)`` runs. The
+    candidates are about ``(3/2)^d`` times the pairs, query-major. Linear in N + M + E."""
     d = x.shape[1]
-    side = 2 * reach
-    lo = torch.minimum(x.amin(0), center.amin(0)) - side
-    extent = torch.maximum(x.amax(0), center.amax(0)) + side - lo
+    side = reach
+    lo = torch.minimum(x.amin(0), center.amin(0)) - 2 * side
+    extent = torch.maximum(x.amax(0), center.amax(0)) + 2 * side - lo
     ncell = torch.floor(extent / side).long() + 1  # (d,)
     if math.prod(ncell.tolist()) >= 2 ** 62:
         raise ValueError("support too small for the cell-list backend in this dimension; use backend='kdtree'")
@@ -253,20 +269,25 @@ def _cell_candidates(center: Tensor, x: Tensor, reach: Tensor, max_candidates: i
     cell_x = (torch.floor((x - lo) / side).long() * strides).sum(-1)  # (N,)
     sorted_cells, order = torch.sort(cell_x)
     first = torch.floor((center - reach - lo) / side).long()  # (M, d): lowest cell the support meets
-    corners = torch.tensor(list(itertools.product((0, 1), repeat=d)), device=x.device)  # (2^d, d)
+    last = torch.floor((center + reach - lo) / side).long()  # (M, d): highest
+    lead = torch.tensor(list(itertools.product(range(3), repeat=d - 1)), dtype=torch.long,
+                        device=x.device).reshape(3 ** (d - 1), d - 1)  # (R, d - 1) offsets on axes 0..d-2
+    runs = lead.shape[0]
     rows, cols = [], []
-    queries_per_chunk = max(1, max_candidates // (2 ** d * max(1, x.shape[0] // max(1, math.prod(ncell.tolist()))) + 1))
+    queries_per_chunk = max(1, max_candidates // (runs * 3 * max(1, x.shape[0] // max(1, math.prod(ncell.tolist()))) + 1))
     for start in range(0, center.shape[0], queries_per_chunk):
-        cells = ((first[start:start + queries_per_chunk, None, :] + corners) * strides).sum(-1)  # (m, 2^d)
-        a = torch.searchsorted(sorted_cells, cells.reshape(-1), right=False)
-        b = torch.searchsorted(sorted_cells, cells.reshape(-1), right=True)
-        count = b - a  # (m * 2^d,)
+        f, g = first[start:start + queries_per_chunk], last[start:start + queries_per_chunk]  # (m, d)
+        cells = f[:, None, :-1] + lead  # (m, R, d - 1)
+        base = (cells * strides[:-1]).sum(-1)  # (m, R)
+        a = torch.searchsorted(sorted_cells, (base + f[:, None, -1]).reshape(-1))  # (m * R,)
+        b = torch.searchsorted(sorted_cells, (base + g[:, None, -1]).reshape(-1), right=True)
+        count = (b - a) * (cells <= g[:, None, :-1]).all(-1).reshape(-1)  # (m * R,)
         total = int(count.sum())
         if total == 0:
             continue
         seg = torch.repeat_interleave(torch.arange(count.numel(), device=x.device), count)  # (C,)
         pos = a[seg] + torch.arange(total, device=x.device) - (torch.cumsum(count, 0) - count)[seg]
-        rows.append(seg // 2 ** d + start)
+        rows.append(seg // runs + start)
         cols.append(order[pos])
     if not rows:
         empty = torch.zeros(0, dtype=torch.long, device=x.device)

@@ -1,0 +1,83 @@
+"""Tests for ``inrnet.sampling.Sampler``."""
+
+import pytest
+import torch
+
+from inrnet import PointSet
+from inrnet.sampling import SCHEMES, Sampler, grid, halton, shrunk, sobol, uniform
+
+
+@pytest.mark.parametrize("scheme", ["sobol", "halton", "shrunk", "mc"])
+def test_rescramble_gives_a_fresh_point_set_per_call(scheme):
+    sampler = Sampler(scheme, n=128, dim=2, seed=3, rescramble=True)
+    first, second = sampler(), sampler()
+    assert isinstance(first, PointSet) and first is not second
+    assert first.coords.shape == (128, 2) and first.lattice is None
+    assert not torch.equal(first.coords, second.coords)
+    torch.testing.assert_close(first.weights, torch.full((128,), 4 / 128))
+
+
+@pytest.mark.parametrize("scheme", ["sobol", "halton", "shrunk", "mc"])
+def test_same_seed_replays_the_same_sequence(scheme):
+    a = Sampler(scheme, n=64, dim=3, seed=5)
+    b = Sampler(scheme, n=64, dim=3, seed=5)
+    c = Sampler(scheme, n=64, dim=3, seed=6)
+    runs = [[s().coords for _ in range(3)] for s in (a, b, c)]
+    assert all(torch.equal(x, y) for x, y in zip(runs[0], runs[1]))
+    assert not any(torch.equal(x, y) for x, y in zip(runs[0], runs[2]))
+
+
+@pytest.mark.parametrize("scheme, draw",
+                         [("sobol", sobol), ("halton", halton), ("shrunk", shrunk), ("mc", uniform)])
+def test_fixed_sampler_returns_the_same_object(scheme, draw):
+    sampler = Sampler(scheme, n=100, dim=2, seed=9, rescramble=False)
+    points = sampler()
+    assert sampler() is points and sampler() is points
+    assert torch.equal(points.coords, draw(100, 2, seed=9))
+    # the neighbour cache therefore survives across calls
+    points.cached("key", lambda: object())
+    assert "key" in sampler()._cache
+
+
+def test_draw_with_an_explicit_seed():
+    sampler = Sampler("sobol", n=32, dim=2)
+    assert torch.equal(sampler.draw(4).coords, sobol(32, 2, seed=4))
+    assert sampler.draw(4) is not sampler.draw(4)
+
+
+@pytest.mark.parametrize("rescramble", [True, False])
+def test_grid_scheme(rescramble):
+    sampler = Sampler("grid", shape=(4, 6), rescramble=rescramble)
+    points = sampler()
+    assert sampler() is points
+    assert (sampler.n, sampler.dim) == (24, 2)
+    assert torch.equal(points.coords, grid((4, 6)))
+    assert points.lattice is not None and points.lattice.shape == (4, 6)
+    torch.testing.assert_close(points.weights, torch.full((24,), 4 / 24))
+
+
+def test_dtype():
+    assert Sampler("sobol", n=8, dtype=torch.float64)().dtype == torch.float64
+    assert Sampler("grid", shape=(3,), dtype=torch.float64)().dtype == torch.float64
+
+
+def test_repr_names_the_scheme():
+    assert "sobol" in repr(Sampler("sobol", n=8)) and "n=8" in repr(Sampler("sobol", n=8))
+    assert "(2, 2)" in repr(Sampler("grid", shape=(2, 2)))
+
+
+def test_schemes_constant():
+    assert set(SCHEMES) == {"sobol", "halton", "grid", "shrunk", "mc"}
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="unknown sampling scheme 'lhs'"):
+        Sampler("lhs")
+    with pytest.raises(ValueError, match="needs a shape"):
+        Sampler("grid")
+    with pytest.raises(ValueError, match="grid shape"):
+        Sampler("grid", shape=(0, 3))
+    with pytest.raises(ValueError, match="number of points"):
+        Sampler("sobol", n=0)
+    with pytest.raises(ValueError, match="dimension"):
+        Sampler("sobol", n=8, dim=0)

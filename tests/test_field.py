@@ -1,0 +1,283 @@
+"""Tests for ``inrnet.field``: Lattice, PointSet and Field."""
+
+import math
+import re
+
+import pytest
+import torch
+
+from inrnet import Field, Lattice, PointSet
+from inrnet.field import check_same_points
+from inrnet.sampling import grid, sobol
+
+
+def _sobol_points(n=64, d=2, seed=0):
+    return PointSet(sobol(n, d, seed=seed))
+
+
+# --------------------------------------------------------------------------------------
+# Lattice
+# --------------------------------------------------------------------------------------
+def test_lattice_grid_and_sub_by_hand():
+    lattice = Lattice.grid((4, 2))
+    assert lattice.origin == (-0.75, -0.5) and lattice.step == (0.5, 1.0) and lattice.size == 8
+    torch.testing.assert_close(lattice.coords(torch.float64), grid((4, 2), dtype=torch.float64), rtol=0, atol=0)
+    sub, index = lattice.sub((1, 0), (2, 1), (4, 2))  # rows 1, 3; both columns
+    assert sub == Lattice((-0.25, -0.5), (1.0, 1.0), (2, 2))
+    assert index.tolist() == [2, 3, 6, 7]
+    with pytest.raises(ValueError, match="empty"):
+        lattice.sub((4, 0), (1, 1), (4, 2))
+
+
+# --------------------------------------------------------------------------------------
+# PointSet construction and validation
+# --------------------------------------------------------------------------------------
+def test_default_weights_sum_to_the_domain_volume():
+    assert _sobol_points(64, 2).weights.sum().item() == pytest.approx(4.0)
+    assert _sobol_points(100, 3).weights.sum().item() == pytest.approx(8.0)
+    p = PointSet(torch.rand(10, 2) * 0.5, bounds=[(0.0, 0.5), (0.0, 2.0)])
+    assert p.bounds == ((0.0, 0.5), (0.0, 2.0)) and p.volume == 1.0
+    torch.testing.assert_close(p.weights, torch.full((10,), 0.1))
+
+
+def test_basic_properties():
+    p = _sobol_points(50, 3)
+    assert (p.n, p.dim, len(p), p.dtype, p.device.type) == (50, 3, 50, torch.float32, "cpu")
+    assert p.bounds == ((-1.0, 1.0),) * 3 and p.volume == 8.0 and p.lattice is None
+    assert "n=50" in repr(p) and "scattered" in repr(p)
+    assert p.uid != _sobol_points(50, 3).uid
+
+
+def test_explicit_weights_are_kept_and_cast():
+    w = torch.linspace(1, 2, 5, dtype=torch.float64)
+    p = PointSet(torch.zeros(5, 1), w)
+    assert p.weights.dtype == torch.float32
+    torch.testing.assert_close(p.weights, w.float())
+
+
+@pytest.mark.parametrize("coords, match", [
+    ([[0.0, 0.0]], "floating Tensor"),
+    (torch.zeros(4), r"floating Tensor\[N, d\].*\(4,\)"),
+    (torch.zeros(2, 3, 2), r"\(2, 3, 2\)"),
+    (torch.zeros(4, 2, dtype=torch.long), "floating"),
+    (torch.zeros(0, 2), "at least one point"),
+    (torch.zeros(3, 0), "at least one point"),
+    (torch.tensor([[0.0, float("nan")]]), "NaN"),
+    (torch.tensor([[0.0], [float("inf")]]), "infinite"),
+])
+def test_bad_coords_raise(coords, match):
+    with pytest.raises(ValueError, match=match):
+        PointSet(coords)
+
+
+@pytest.mark.parametrize("weights, match", [
+    (torch.ones(3), r"Tensor\[4\].*\(3,\)"),
+    (torch.ones(4, 1), r"\(4, 1\)"),
+    (torch.tensor([1.0, 0.0, 1.0, 1.0]), "positive"),
+    (torch.tensor([1.0, -1.0, 1.0, 1.0]), "positive"),
+    (torch.tensor([1.0, float("nan"), 1.0, 1.0]), "positive"),
+])
+def test_bad_weights_raise(weights, match):
+    with pytest.raises(ValueError, match=match):
+        PointSet(torch.zeros(4, 2), weights)
+
+
+def test_bad_bounds_and_lattice_raise():
+    with pytest.raises(ValueError, match="2 pairs"):
+        PointSet(torch.zeros(4, 2), bounds=[(-1, 1)])
+    with pytest.raises(ValueError, match="lo <"):
+        PointSet(torch.zeros(4, 1), bounds=[(1, -1)])
+    with pytest.raises(ValueError, match=r"lattice of shape \(2, 3\) has 6 points, coords have 4"):
+        PointSet(torch.zeros(4, 2), lattice=Lattice.grid((2, 3)))
+
+
+@pytest.mark.parametrize("shape", [(4,), (2, 3), (6, 4), (2, 2, 2), (8, 8)])
+def test_grid_point_set(shape):
+    p = PointSet.grid(shape)
+    assert p.lattice == Lattice.grid(shape) and p.n == math.prod(shape)
+    torch.testing.assert_close(p.coords, grid(shape), rtol=0, atol=1e-7)
+    assert p.weights.sum().item() == pytest.approx(2.0 ** len(shape))
+    torch.testing.assert_close(p.weights, torch.full((p.n,), 2.0 ** len(shape) / p.n))
+
+
+@pytest.mark.parametrize("shape", [(3,), (7,), (11, 27)])
+def test_grid_point_set_equals_sampling_grid_exactly(shape):
+    p = PointSet.grid(shape)
+    check_same_points(p, PointSet(grid(shape)))
+
+
+# --------------------------------------------------------------------------------------
+# Derived point sets
+# --------------------------------------------------------------------------------------
+def test_prefix_is_a_memoised_child():
+    p = _sobol_points(100)
+    q = p.prefix(30)
+    assert p.prefix(30) is q and q.parent is p
+    assert torch.equal(q.coords, p.coords[:30]) and q.parent_index.tolist() == list(range(30))
+    torch.testing.assert_close(q.weights, torch.full((30,), 4 / 30))
+    assert p.prefix(31) is not q
+
+
+def test_prefix_rescales_non_uniform_weights():
+    p = PointSet(torch.zeros(4, 1), torch.tensor([1.0, 3.0, 2.0, 2.0]))
+    torch.testing.assert_close(p.prefix(2).weights, torch.tensor([2.0, 6.0]))
+
+
+@pytest.mark.parametrize("m", [0, 101, -1])
+def test_bad_prefix_raises(m):
+    with pytest.raises(ValueError, match=r"prefix length must be in \[1, 100\]"):
+        _sobol_points(100).prefix(m)
+
+
+def test_downsample_scattered_keeps_a_prefix():
+    p = _sobol_points(101, 2)
+    assert p.downsample(2) is p.prefix(26)  # ceil(101 / 4)
+    assert p.downsample((2, 1)) is p.prefix(51)
+    assert p.downsample(1) is p and p.downsample((1, 1)) is p
+    assert _sobol_points(64, 3).downsample(2).n == 8
+    assert p.downsample(2).weights.sum().item() == pytest.approx(4.0)
+
+
+def test_downsample_lattice_keeps_every_other_point_from_the_first():
+    p = PointSet.grid((6, 4))
+    q = p.downsample(2)
+    assert p.downsample(2) is q and p.downsample((2, 2)) is q and q.parent is p
+    # rows 0, 2, 4 of 6 (centres -5/6, -1/6, 1/2); columns 0, 2 of 4 (-3/4, 1/4)
+    expected = torch.tensor([[r, c] for r in (-5 / 6, -1 / 6, 1 / 2) for c in (-0.75, 0.25)])
+    torch.testing.assert_close(q.coords, expected)
+    assert q.parent_index.tolist() == [0, 2, 8, 10, 16, 18]
+    assert q.lattice.shape == (3, 2)
+    torch.testing.assert_close(q.lattice.coords(), expected)
+    torch.testing.assert_close(q.weights, torch.full((6,), 4 / 6))
+    # anisotropic factor
+    r = p.downsample((1, 4))
+    assert r.lattice.shape == (6, 1) and r.parent_index.tolist() == [0, 4, 8, 12, 16, 20]
+    # chained downsampling equals one bigger step
+    torch.testing.assert_close(PointSet.grid((8, 8)).downsample(2).downsample(2).coords,
+                               PointSet.grid((8, 8)).downsample(4).coords)
+
+
+def test_lattice_weights_are_the_cell_measure():
+    # On a lattice every point stands for one cell of the lattice, prod(step): the weight a
+    # discrete twin needs. It sums to the domain volume only where the cells tile the domain.
+    p = PointSet.grid((5, 6))
+    derived = [p, p.downsample(2), p.downsample((3, 1)), p.restrict([(-0.6, 0.6), (-2 / 3, 1.0)]),
+               p.restrict([(-0.6, 0.6), (-2 / 3, 1.0)]).downsample(2)]
+    for q in derived:
+        torch.testing.assert_close(q.weights, torch.full((q.n,), math.prod(q.lattice.step)))
+    odd = p.downsample(2)
+    assert odd.lattice.shape == (3, 3) and odd.weights.sum().item() == pytest.approx(9 * 0.8 * 2 / 3)
+    assert PointSet.grid((6, 6)).downsample(2).weights.sum().item() == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("factor", [0, (2, 2, 2), (2, -1)])
+def test_bad_downsample_raises(factor):
+    with pytest.raises(ValueError, match="downsampling factor"):
+        PointSet.grid((4, 4)).downsample(factor)
+
+
+def test_restrict_lattice_keeps_boundary_points():
+    p = PointSet.grid((8, 8))  # centres -0.875, -0.625, ..., 0.875
+    q = p.restrict([(-0.625, 0.625), (-0.125, 0.875)])
+    assert p.restrict([(-0.625, 0.625), (-0.125, 0.875)]) is q and q.parent is p
+    assert q.lattice == Lattice((-0.625, -0.125), (0.25, 0.25), (6, 5))
+    assert q.bounds == ((-0.625, 0.625), (-0.125, 0.875))
+    torch.testing.assert_close(q.coords, q.lattice.coords())
+    torch.testing.assert_close(q.coords, p.coords[q.parent_index])
+    assert q.parent_index[:6].tolist() == [11, 12, 13, 14, 15, 19]
+    torch.testing.assert_close(q.weights, torch.full((30,), 4 / 64))  # each point keeps its cell
+
+
+@pytest.mark.parametrize("n", [5, 28, 224])
+def test_restrict_reproduces_unpadded_discrete_output_sizes(n):
+    # A k-tap window has reach k*h/2 around its (for even k, +h/2 shifted) centre; the
+    # points where it fits inside the domain are the n - k + 1 outputs of torch padding=0.
+    h = 2 / n
+    p = PointSet.grid((n,))
+    for k in (2, 3, 4, 5):
+        shift = h / 2 if k % 2 == 0 else 0.0
+        q = p.restrict([(-1 + k * h / 2 - shift, 1 - k * h / 2 - shift)])
+        assert q.n == n - k + 1 and q.parent_index.tolist() == list(range((k - 1) // 2, (k - 1) // 2 + n - k + 1))
+
+
+def test_restrict_to_a_zero_width_box_keeps_the_lattice_line():
+    # A window as wide as the domain leaves one line of outputs (torch: n - k + 1 = 1).
+    q = PointSet.grid((5, 5)).restrict([(0.0, 0.0), (-1.0, 1.0)])
+    assert q.lattice.shape == (1, 5) and q.parent_index.tolist() == [10, 11, 12, 13, 14] and q.volume == 0.0
+
+
+def test_restrict_scattered_and_empty():
+    p = _sobol_points(200)
+    q = p.restrict([(-0.5, 0.5), (0.0, 1.0)])
+    inside = ((p.coords[:, 0].abs() <= 0.5) & (p.coords[:, 1] >= 0)).nonzero().squeeze(-1)
+    assert torch.equal(q.parent_index, inside) and torch.equal(q.coords, p.coords[inside])
+    assert q.lattice is None and q.bounds == ((-0.5, 0.5), (0.0, 1.0))
+    with pytest.raises(ValueError, match="no point"):
+        PointSet.grid((2, 2)).restrict([(-0.1, 0.1)] * 2)
+
+
+def test_subset_and_cached():
+    p = _sobol_points(10)
+    q = p.subset(torch.tensor([3, 1]))
+    assert torch.equal(q.coords, p.coords[[3, 1]]) and q.parent is p and q.parent_index.tolist() == [3, 1]
+    calls = []
+    first = p.cached("k", lambda: calls.append(1) or object())
+    assert p.cached("k", lambda: calls.append(1) or object()) is first and calls == [1]
+
+
+def test_to_same_device_is_identity_and_dtype_converts():
+    p = PointSet.grid((3, 3))
+    assert p.to("cpu") is p and p.to() is p
+    q = p.to(dtype=torch.float64)
+    assert q.dtype == torch.float64 and q.weights.dtype == torch.float64 and q.lattice == p.lattice
+    torch.testing.assert_close(q.coords, p.coords.double())
+
+
+# --------------------------------------------------------------------------------------
+# Field
+# --------------------------------------------------------------------------------------
+def test_field_basics():
+    p = _sobol_points(20, 2)
+    v = torch.randn(3, 20, 5)
+    f = Field(v, p)
+    assert (f.batch_size, f.channels) == (3, 5) and f.values is v and f.points is p and f.coords is p.coords
+    assert "B=3" in repr(f) and "C=5" in repr(f)
+    g = f.replace(torch.zeros(3, 20, 2))
+    assert g.points is p and g.channels == 2
+    f.check_channels(5)
+    with pytest.raises(ValueError, match=r"conv1 expects 4 input channels.*\(3, 20, 5\)"):
+        f.check_channels(4, "conv1")
+    h = f.to(dtype=torch.float64)
+    assert h.values.dtype == torch.float64 and h.points.dtype == torch.float64
+
+
+@pytest.mark.parametrize("values", [torch.zeros(20, 5), torch.zeros(2, 19, 5), torch.zeros(1, 2, 20, 5)])
+def test_field_rejects_bad_values(values):
+    with pytest.raises(ValueError, match=r"Tensor\[B, N=20, C\].*" + re.escape(str(tuple(values.shape)))):
+        Field(values, _sobol_points(20))
+
+
+def test_field_rejects_non_point_sets_and_bad_replacements():
+    with pytest.raises(TypeError, match="PointSet"):
+        Field(torch.zeros(1, 4, 1), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="N=4"):
+        Field(torch.zeros(1, 4, 1), PointSet.grid((2, 2))).replace(torch.zeros(1, 5, 1))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_field_rejects_values_on_another_device():
+    with pytest.raises(ValueError, match="cuda.*cpu"):
+        Field(torch.zeros(1, 4, 1, device="cuda"), PointSet.grid((2, 2)))
+
+
+def test_check_same_points():
+    p = _sobol_points(16)
+    check_same_points(p, p)
+    check_same_points(p, PointSet(p.coords.clone()))
+    with pytest.raises(ValueError, match=r"skip.*different point sets.*n=16.*n=15"):
+        check_same_points(p, p.prefix(15), "skip")
+    with pytest.raises(ValueError, match="different point sets"):
+        check_same_points(p, _sobol_points(16, seed=1))
+    with pytest.raises(ValueError, match="different point sets"):
+        check_same_points(p, _sobol_points(16, d=3))
