@@ -166,10 +166,10 @@ class PointSet:
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> PointSet:
         """A copy on ``device`` / in ``dtype`` (caches are not carried over)."""
-        dtype = dtype or self.dtype
-        if torch.device(device or self.device) == self.device and dtype == self.dtype:
+        coords = self.coords.to(device=device, dtype=dtype)
+        if coords is self.coords:
             return self
-        return PointSet(self.coords.to(device=device, dtype=dtype), self.weights.to(device=device, dtype=dtype),
+        return PointSet(coords, self.weights.to(device=coords.device, dtype=coords.dtype),
                         bounds=self.bounds, lattice=self.lattice)
 
     def cached(self, key, build: Callable[[], Any]) -> Any:
@@ -189,7 +189,7 @@ class PointSet:
 
     def prefix(self, m: int) -> PointSet:
         """The first ``m`` points; weights rescaled so the total measure is unchanged."""
-        if not 1 <= m <= self.n:
+        if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= self.n:
             raise ValueError(f"prefix length must be in [1, {self.n}], got {m}")
 
         def build():

@@ -62,7 +62,11 @@ class Support:
             raise ValueError(f"support half widths must be positive and finite, got {self.half_width!r}")
         if self.shape not in ("box", "ball"):
             raise ValueError(f"support shape must be 'box' or 'ball', got {self.shape!r}")
-        center = (0.0,) * len(hw) if self.center is None else tuple(float(c) for c in self.center)
+        c = self.center
+        center = (0.0,) * len(hw) if c is None else (float(c),) if isinstance(c, (int, float)) else tuple(
+            float(v) for v in c)
+        if len(center) != len(hw) and 1 not in (len(center), len(hw)):
+            raise ValueError(f"support center {c!r} and half widths {self.half_width!r} differ in dimension")
         object.__setattr__(self, "half_width", hw)
         object.__setattr__(self, "center", center)
 
@@ -207,6 +211,9 @@ def _with_mirrors(x: Tensor, bounds, support: Support, slack: float = 0.0) -> tu
     lo = x.new_tensor([b[0] for b in bounds])
     hi = x.new_tensor([b[1] for b in bounds])
     reach = x.new_tensor(support.half_width) * (1 + 2 * SUPPORT_TOL) + x.new_tensor(support.center).abs() + slack
+    if bool((reach > hi - lo).any()):
+        raise ValueError(f"reflection padding needs a support no wider than the domain: reach "
+                         f"{reach.tolist()} against domain {list(bounds)}")
     n, d = x.shape
     coords, index = [x], [torch.arange(n, device=x.device)]
     for sides in itertools.product((0, -1, 1), repeat=d):
