@@ -1,0 +1,282 @@
+"""Rules for the functions and methods a traced CNN applies to feature maps.
+
+Calls on plain tensors are copied unchanged; a call with a feature-map argument is looked
+up here by its target (a function, or ``("method", name)``) and lowered to a call on the
+field (:mod:`inrnet.convert.ops`), to a module (functional pooling becomes the module's
+rule), or to an alias (``permute`` between channels-first and channels-last only changes
+how later calls read the values; ``contiguous`` is the identity). Anything else raises a
+:class:`~inrnet.convert.rules.ConversionError` naming the function and its path.
+"""
+
+from __future__ import annotations
+
+import inspect
+import operator
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from inrnet.convert import ops
+from inrnet.convert.layers import BoxPool
+from inrnet.convert.rules import ConversionError, NodeInfo, Site, find_rule
+from inrnet.convert.windows import flatten_field
+from inrnet.field import PointSet, check_same_points
+
+__all__ = ["Lowered", "Call", "FUNCTION_RULES", "register_function"]
+
+
+@dataclass
+class Lowered:
+    """How one traced call runs in the converted graph (arguments are nodes of the traced graph).
+
+    Exactly one of: ``fn`` (a ``call_function`` with ``args``/``kwargs``), ``module`` (called
+    on ``args[0]``) or ``alias`` (the output is that node's value). ``points``/``layout``
+    describe the output (``points=None``: a plain tensor).
+    """
+
+    fn: Callable | None = None
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    module: nn.Module | None = None
+    alias: Any = None
+    points: PointSet | None = None
+    layout: str = "first"
+
+
+@dataclass
+class Call:
+    """A traced call with at least one feature-map argument."""
+
+    node: fx.Node
+    path: str
+    infos: dict[fx.Node, NodeInfo]
+
+    @property
+    def name(self) -> str:
+        t = self.node.target
+        return f"Tensor.{t}" if isinstance(t, str) else f"{getattr(t, '__module__', '') or ''}.{t.__name__}".lstrip(".")
+
+    def info(self, arg) -> NodeInfo | None:
+        return self.infos.get(arg) if isinstance(arg, fx.Node) else None
+
+    def is_field(self, arg) -> bool:
+        info = self.info(arg)
+        return info is not None and info.is_field
+
+    def out_shape(self) -> tuple[int, ...] | None:
+        meta = self.node.meta.get("tensor_meta")
+        return tuple(meta.shape) if hasattr(meta, "shape") else None
+
+    def error(self, message: str) -> ConversionError:
+        where = f"in '{self.path}'" if self.path else "in the top-level forward"
+        return ConversionError(f"cannot convert {self.name} {where} (node {self.node.name}): {message}")
+
+    def arg(self, index: int, name: str, default=None):
+        """Argument ``index`` / keyword ``name``."""
+        if len(self.node.args) > index:
+            return self.node.args[index]
+        return self.node.kwargs.get(name, default)
+
+    def only_field(self, *positions: int):
+        """The field argument, checking that no argument other than those at ``positions`` is a field."""
+        flat = []
+        fx.map_arg((self.node.args, self.node.kwargs), flat.append)
+        allowed = {self.node.args[p] for p in positions if p < len(self.node.args)}
+        for a in flat:
+            if self.is_field(a) and a not in allowed:
+                raise self.error(f"a feature map is passed as argument {a.name}, which is not supported")
+        return self.node.args[positions[0]]
+
+
+FunctionRule = Callable[[Call], Lowered]
+FUNCTION_RULES: dict[Any, FunctionRule] = {}
+
+
+def register_function(*targets) -> Callable[[FunctionRule], FunctionRule]:
+    """Decorator: lower calls of these targets (functions, or ``("method", name)``) with ``rule(call)``."""
+    def register(rule: FunctionRule) -> FunctionRule:
+        for t in targets:
+            FUNCTION_RULES[t] = rule
+        return rule
+    return register
+
+
+def _m(*names: str) -> list[tuple[str, str]]:
+    return [("method", n) for n in names]
+
+
+_BINARY = {operator.add: "add", operator.iadd: "add", torch.add: "add", ("method", "add"): "add",
+           ("method", "add_"): "add", operator.sub: "sub", operator.isub: "sub", torch.sub: "sub",
+           ("method", "sub"): "sub", ("method", "sub_"): "sub", operator.mul: "mul", operator.imul: "mul",
+           torch.mul: "mul", ("method", "mul"): "mul", ("method", "mul_"): "mul", operator.truediv: "truediv",
+           operator.itruediv: "truediv", torch.div: "truediv", ("method", "div"): "truediv",
+           ("method", "div_"): "truediv"}
+
+
+@register_function(*_BINARY)
+def _binary(call: Call) -> Lowered:
+    target = call.node.target if callable(call.node.target) else ("method", call.node.target)
+    if len(call.node.args) != 2 or call.node.kwargs:
+        raise call.error("only the two-operand form is supported (no alpha= / rounding_mode= / out=)")
+    a, b = call.node.args
+    fields = [call.info(x) for x in (a, b) if call.is_field(x)]
+    if len(fields) == 2:
+        if fields[0].layout != fields[1].layout:
+            raise call.error("the operands are feature maps in different layouts (channels-first and -last)")
+        try:
+            check_same_points(fields[0].points, fields[1].points, "the operands")
+        except ValueError as e:
+            raise call.error(str(e)) from None
+    ref = fields[0]
+    return Lowered(fn=ops.binary, args=(_BINARY[target], a, b, ref.layout, len(ref.shape)), points=ref.points,
+                   layout=ref.layout)
+
+
+@register_function(torch.cat, torch.concat, torch.concatenate)
+def _cat(call: Call) -> Lowered:
+    items = call.arg(0, "tensors")
+    dim = call.arg(1, "dim", 0)
+    if not all(call.is_field(x) for x in items):
+        raise call.error("concatenating a feature map with a plain tensor is not supported")
+    infos = [call.info(x) for x in items]
+    ndim, layout = len(infos[0].shape), infos[0].layout
+    if any(i.layout != layout for i in infos) or dim % ndim != (1 if layout == "first" else ndim - 1):
+        raise call.error(f"only concatenation along the channels is supported, got dim={dim} of channels-{layout} "
+                         f"feature maps")
+    try:
+        for i in infos[1:]:
+            check_same_points(infos[0].points, i.points, "concatenated feature maps")
+    except ValueError as e:
+        raise call.error(str(e)) from None
+    return Lowered(fn=ops.concat, args=(list(items),), points=infos[0].points, layout=layout)
+
+
+@register_function(torch.flatten, *_m("flatten"))
+def _flatten(call: Call) -> Lowered:
+    x = call.only_field(0)
+    site = Site(call.path, call.info(x), call.out_shape())
+    return Lowered(module=flatten_field(call.name, site, call.arg(1, "start_dim", 0), call.arg(2, "end_dim", -1)),
+                   args=(x,))
+
+
+@register_function(torch.mean, *_m("mean"))
+def _mean(call: Call) -> Lowered:
+    x = call.only_field(0)
+    info = call.info(x)
+    ndim = len(info.shape)
+    dims = call.arg(1, "dim")
+    dims = {d % ndim for d in (dims if isinstance(dims, (tuple, list)) else (dims,))} if dims is not None else None
+    spatial = set(range(2, ndim)) if info.layout == "first" else set(range(1, ndim - 1))
+    if dims != spatial or call.arg(3, "dtype") is not None:
+        raise call.error(f"only the mean over the spatial dims {sorted(spatial)} of a feature map is supported, "
+                         f"got dim={call.arg(1, 'dim')}")
+    keepdim = bool(call.arg(2, "keepdim", False))
+    return Lowered(module=BoxPool(None, info.points.dim, flatten=not keepdim, channels_last=info.layout == "last"),
+                   args=(x,))
+
+
+@register_function(torch.permute, *_m("permute"))
+def _permute(call: Call) -> Lowered:
+    x = call.only_field(0)
+    info = call.info(x)
+    rest = call.node.args[1:] or (call.node.kwargs.get("dims"),)
+    perm = tuple(rest[0]) if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else tuple(rest)
+    ndim = len(info.shape)
+    perm = tuple(p % ndim for p in perm)
+    to_last, to_first = (0, *range(2, ndim), 1), (0, ndim - 1, *range(1, ndim - 1))
+    if perm == tuple(range(ndim)):
+        layout = info.layout
+    elif info.layout == "first" and perm == to_last:
+        layout = "last"
+    elif info.layout == "last" and perm == to_first:
+        layout = "first"
+    else:
+        raise call.error(f"only permutes between channels-first and channels-last are supported, got {perm} of a "
+                         f"channels-{info.layout} feature map")
+    return Lowered(alias=x, points=info.points, layout=layout)
+
+
+@register_function(*_m("contiguous", "clone"), torch.clone)
+def _identity(call: Call) -> Lowered:
+    x = call.only_field(0)
+    return Lowered(alias=x, points=call.info(x).points, layout=call.info(x).layout)
+
+
+_ELEMENTWISE = {F.relu: "relu", torch.relu: "relu", ("method", "relu"): "relu", ("method", "relu_"): "relu",
+                F.relu6: "relu6", F.hardswish: "hardswish", F.hardsigmoid: "hardsigmoid", F.silu: "silu",
+                F.gelu: "gelu", F.mish: "mish", F.elu: "elu", F.leaky_relu: "leaky_relu", F.softplus: "softplus",
+                F.hardtanh: "hardtanh", torch.sigmoid: "sigmoid", F.sigmoid: "sigmoid",
+                ("method", "sigmoid"): "sigmoid", ("method", "sigmoid_"): "sigmoid", torch.tanh: "tanh",
+                F.tanh: "tanh", ("method", "tanh"): "tanh", ("method", "tanh_"): "tanh"}
+
+
+@register_function(*_ELEMENTWISE)
+def _elementwise(call: Call) -> Lowered:
+    x = call.only_field(0)
+    target = call.node.target if callable(call.node.target) else ("method", call.node.target)
+    fn = _ELEMENTWISE[target]
+    args, kwargs = call.node.args[1:], dict(call.node.kwargs)
+    if inspect.isfunction(call.node.target):  # F.relu(x, inplace=True) etc.: pass arguments by name, out of place
+        bound = inspect.signature(call.node.target).bind(*call.node.args, **call.node.kwargs)
+        bound.arguments.pop("inplace", None)
+        args, kwargs = (), dict(list(bound.arguments.items())[1:])
+    info = call.info(x)
+    return Lowered(fn=ops.pointwise, args=(fn, x, *args), kwargs=kwargs, points=info.points, layout=info.layout)
+
+
+@register_function(F.layer_norm, F.linear)
+def _last_axis(call: Call) -> Lowered:
+    x = call.only_field(0)
+    info = call.info(x)
+    if info.layout != "last":
+        raise call.error(f"acts on the last axis, which is a spatial axis of this channels-first feature map "
+                         f"(shape {info.shape})")
+    if call.node.target is F.layer_norm and tuple(call.arg(1, "normalized_shape")) != (info.shape[-1],):
+        raise call.error("only a layer norm over the channels is supported")
+    name = "layer_norm" if call.node.target is F.layer_norm else "linear"
+    return Lowered(fn=ops.pointwise, args=(name, *call.node.args), kwargs=dict(call.node.kwargs),
+                   points=info.points, layout=info.layout)
+
+
+def _constants(call: Call) -> tuple[tuple, dict]:
+    args, kwargs = call.node.args[1:], dict(call.node.kwargs)
+    nodes: list[fx.Node] = []
+    fx.map_arg((args, kwargs), nodes.append)
+    if nodes:
+        raise call.error(f"its arguments must be constants at trace time, got {[n.name for n in nodes]}")
+    kwargs.pop("inplace", None)
+    kwargs.pop("training", None)
+    return args, kwargs
+
+
+_FUNCTIONAL_MODULES = {
+    F.max_pool1d: nn.MaxPool1d, F.max_pool2d: nn.MaxPool2d, F.max_pool3d: nn.MaxPool3d,
+    F.avg_pool1d: nn.AvgPool1d, F.avg_pool2d: nn.AvgPool2d, F.avg_pool3d: nn.AvgPool3d,
+    F.adaptive_avg_pool1d: nn.AdaptiveAvgPool1d, F.adaptive_avg_pool2d: nn.AdaptiveAvgPool2d,
+    F.adaptive_avg_pool3d: nn.AdaptiveAvgPool3d, F.dropout: nn.Dropout, F.dropout1d: nn.Dropout1d,
+    F.dropout2d: nn.Dropout2d, F.dropout3d: nn.Dropout3d, F.interpolate: nn.Upsample,
+}
+
+
+@register_function(*_FUNCTIONAL_MODULES)
+def _functional_module(call: Call) -> Lowered:
+    """``F.max_pool2d(x, 2)`` and friends: build the module (``F.dropout`` becomes ``nn.Dropout(p)``,
+    which drops in training whatever ``training=`` the traced call had) and apply its rule."""
+    x = call.only_field(0)
+    args, kwargs = _constants(call)
+    cls = _FUNCTIONAL_MODULES[call.node.target]
+    if cls in (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d):
+        args = args[:1]
+    try:
+        module = cls(*args, **kwargs)
+    except TypeError as e:
+        raise call.error(f"cannot rebuild {cls.__name__} from its arguments: {e}") from None
+    site = Site(call.path, call.info(x), call.out_shape())
+    new, points = find_rule(module)(module, site)
+    if new is None:
+        return Lowered(alias=x, points=points, layout=site.layout)
+    return Lowered(module=new, args=(x,), points=points, layout=site.layout)

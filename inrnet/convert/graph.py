@@ -1,0 +1,306 @@
+"""Convert a CNN by tracing it with ``torch.fx`` and rebuilding its graph on fields.
+
+1. **Trace** (:func:`trace`): ``torch.fx`` records the CNN's forward as a graph of module
+   calls, function calls and method calls. Modules with a conversion rule, ``torch.nn``
+   layers and timm's untraceable modules are leaves; everything else (blocks, Sequentials,
+   heads) is traced through, so residual additions, concatenations, squeeze-excitation,
+   permutes and flattens appear as nodes.
+2. **Geometry**: a batch of one zeros at ``input_shape`` runs through the trace
+   (``ShapeProp``) to record every node's tensor shape. Walking the graph, each node is
+   either a *feature map* (a field; its :class:`~inrnet.convert.rules.NodeInfo` holds the
+   lattice of points it lives on when the input is sampled on ``grid(input_shape)``, and
+   whether the CNN holds it channels-first or -last) or a plain tensor. The input is a
+   field on the grid; rules give the output points of every layer, and each is checked
+   against the CNN's spatial shape at that node.
+3. **Rebuild**: module calls on feature maps are replaced by their continuous layers
+   (:mod:`~inrnet.convert.rules`), function calls by calls on fields
+   (:mod:`~inrnet.convert.functions`); calls on plain tensors are copied with the modules
+   they use. Weights are copied; every parameter keeps its name and path.
+
+The result is a ``torch.fx.GraphModule`` with ``forward(field, query=None)``; ``print(model.code)``
+shows the converted forward.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import operator
+from collections.abc import Sequence
+
+import torch
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from inrnet.convert import ops
+from inrnet.convert.functions import FUNCTION_RULES, Call, Lowered
+from inrnet.convert.rules import ConversionError, NodeInfo, Site, find_rule
+from inrnet.field import PointSet
+
+__all__ = ["trace", "from_torch"]
+
+
+def _timm_notrace() -> tuple[list[type], list]:
+    try:
+        from timm.layers._fx import get_notrace_functions, get_notrace_modules
+    except ImportError:  # pragma: no cover - timm is a dependency
+        return [], []
+    return get_notrace_modules(), get_notrace_functions()
+
+
+class _Tracer(fx.Tracer):
+    """Leaves: modules with a rule, ``torch.nn`` layers (not containers), timm's untraceable modules."""
+
+    def __init__(self, leaf_types: Sequence[type], autowrap_functions: Sequence):
+        super().__init__(autowrap_functions=tuple(autowrap_functions))
+        self.leaf_types = tuple(leaf_types)
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if isinstance(m, self.leaf_types) or find_rule(m) is not None:
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+def trace(cnn: nn.Module, leaf_modules: Sequence[type] = ()) -> fx.GraphModule:
+    """The ``torch.fx`` trace the converter works on (``leaf_modules``: extra types not to trace into)."""
+    notrace_modules, notrace_functions = _timm_notrace()
+    tracer = _Tracer([*notrace_modules, *leaf_modules], notrace_functions)
+    try:
+        graph = tracer.trace(cnn)
+    except Exception as e:  # fx raises TraceError, TypeError, ... from user code
+        raise ConversionError(f"torch.fx cannot trace {type(cnn).__name__}: {type(e).__name__}: {e}. Modules with "
+                              "data-dependent control flow must be leaves: pass leaf_modules=(TheModule,) and "
+                              "register a rule for it with inrnet.convert.register_rule") from e
+    return fx.GraphModule(tracer.root, graph, type(cnn).__name__)
+
+
+def _infer_in_channels(traced: fx.GraphModule) -> int:
+    for node in traced.graph.nodes:
+        if node.op == "call_module":
+            c = getattr(traced.get_submodule(node.target), "in_channels", None)
+            if isinstance(c, int):
+                return c
+    raise ConversionError("cannot infer the number of input channels (no module with in_channels); pass in_channels=")
+
+
+def _shape(node: fx.Node) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta")
+    return tuple(meta.shape) if hasattr(meta, "shape") else None
+
+
+_INPLACE_OPERATORS = (operator.iadd, operator.isub, operator.imul, operator.itruediv)
+
+
+def _mutates_first_argument(node: fx.Node) -> bool:
+    """Whether a traced call modifies its first argument in place (``x.relu_()``, ``F.relu(x, inplace=True)``)."""
+    if node.op == "call_method":
+        return node.target.endswith("_") and not node.target.endswith("__")
+    if node.target in _INPLACE_OPERATORS:
+        return True
+    if inspect.isfunction(node.target):
+        try:
+            bound = inspect.signature(node.target).bind(*node.args, **node.kwargs)
+        except TypeError:
+            return False
+        return bound.arguments.get("inplace") is True
+    return False
+
+
+def _copy_attr(value):
+    if isinstance(value, nn.Parameter):
+        return nn.Parameter(value.detach().clone(), requires_grad=value.requires_grad)
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    return copy.deepcopy(value)
+
+
+class _Rebuild:
+    """One pass over the traced graph that emits the converted graph (see the module docstring)."""
+
+    def __init__(self, traced: fx.GraphModule, input_shape: tuple[int, ...], in_channels: int):
+        self.traced, self.input_shape, self.in_channels = traced, input_shape, in_channels
+        self.graph = fx.Graph()
+        self.root: dict[str, object] = {}
+        self.env: dict[fx.Node, object] = {}
+        self.infos: dict[fx.Node, NodeInfo] = {}
+        self.module_kind: dict[str, tuple[str, str]] = {}  # target -> ("field", repr) or ("tensor", "")
+        self.taken = {name for name, _ in traced.named_modules()}
+        self.query = None
+
+    def run(self) -> fx.GraphModule:
+        for node in self.traced.graph.nodes:
+            getattr(self, f"_{node.op}")(node)
+        gm = fx.GraphModule(self.root, self.graph, class_name="INRNet")
+        attributes = {"input_shape": self.input_shape, "in_channels": self.in_channels}
+        gm.meta["_user_preserved_attributes"] = attributes  # kept by deepcopy
+        for name, value in attributes.items():
+            setattr(gm, name, value)
+        return gm
+
+    # helpers ---------------------------------------------------------------------------
+    def _map(self, args):
+        return fx.map_arg(args, lambda n: self.env[n])
+
+    def _fields(self, node: fx.Node) -> list[fx.Node]:
+        found: list[fx.Node] = []
+        fx.map_arg((node.args, node.kwargs), lambda n: found.append(n) if self.infos[n].is_field else None)
+        return found
+
+    def _record(self, node: fx.Node, value, points: PointSet | None, layout: str, what: str) -> None:
+        shape = _shape(node)
+        if points is not None:
+            spatial = None if shape is None else (shape[2:] if layout == "first" else shape[1:-1])
+            if spatial is None or tuple(points.lattice.shape) != tuple(spatial):
+                raise ConversionError(f"{what} (node {node.name}): the continuous layers give a "
+                                      f"{points.lattice.shape} feature map, the CNN a {shape} tensor")
+        self.env[node] = value
+        self.infos[node] = NodeInfo(points, layout, shape)
+
+    def _rebind(self, mutated: fx.Node, node: fx.Node) -> None:
+        """After an in-place call the CNN's later uses of its input see the result; fields are
+        never modified in place, so the input node is rebound to the call's output."""
+        self.env[mutated], self.infos[mutated] = self.env[node], self.infos[node]
+
+    def _fresh(self, stem: str) -> str:
+        name = stem
+        while name in self.taken or name in self.root:
+            name += "_"
+        self.taken.add(name)
+        return name
+
+    @staticmethod
+    def _path(node: fx.Node) -> str:
+        stack = node.meta.get("nn_module_stack")
+        return next(reversed(stack)) if stack else ""
+
+    # node kinds ------------------------------------------------------------------------
+    def _placeholder(self, node: fx.Node) -> None:
+        if self.query is not None:
+            if not node.args:
+                raise ConversionError(f"the CNN's forward takes a second input '{node.target}'; only single-input "
+                                      "models convert")
+            self.env[node], self.infos[node] = node.args[0], NodeInfo(None)
+            return
+        field = self.graph.placeholder("field")
+        self.query = self.graph.placeholder("query", default_value=None)
+        checked = self.graph.call_function(ops.check_input, (field, self.in_channels, len(self.input_shape)))
+        points = PointSet.grid(self.input_shape, dtype=torch.float64)
+        self._record(node, checked, points, "first", "the input")
+
+    def _get_attr(self, node: fx.Node) -> None:
+        value = self.traced
+        for atom in node.target.split("."):
+            value = getattr(value, atom)
+        self.root[node.target] = _copy_attr(value)
+        self._record(node, self.graph.get_attr(node.target), None, "first", node.target)
+
+    def _call_module(self, node: fx.Node) -> None:
+        target, module = node.target, self.traced.get_submodule(node.target)
+        fields = self._fields(node)
+        if not fields:
+            if self.module_kind.setdefault(target, ("tensor", ""))[0] != "tensor":
+                raise ConversionError(f"'{target}' ({type(module).__name__}) is called on feature maps and on plain "
+                                      "tensors; a converted model needs one or the other")
+            if target not in self.root:
+                self.root[target] = copy.deepcopy(module)
+            self._record(node, self.graph.node_copy(node, lambda n: self.env[n]), None, "first", target)
+            return
+        if fields != [node.args[0]] or node.kwargs or len(node.args) != 1:
+            raise ConversionError(f"'{target}' ({type(module).__name__}) takes more than one input; only modules "
+                                  "called on a single feature map convert")
+        site = Site(target, self.infos[node.args[0]], _shape(node))
+        rule = find_rule(module)
+        if rule is None:
+            raise site.error(module, "no conversion rule for this module type (register one with "
+                                     "inrnet.convert.register_rule, or make it act on plain tensors)")
+        new, points = rule(module, site)
+        kind = ("field", repr(new))
+        if self.module_kind.setdefault(target, kind) != kind:
+            raise site.error(module, "the module is called again on a feature map of another kind or resolution; a "
+                                     "shared continuous layer has a single spacing")
+        layout = site.layout
+        if new is None:
+            value = self.env[node.args[0]]
+        else:
+            self.root.setdefault(target, new)
+            value = self.graph.call_module(target, (self.env[node.args[0]],))
+        self._record(node, value, points, layout, f"'{target}' ({type(module).__name__})")
+        if getattr(module, "inplace", False) is True:
+            self._rebind(node.args[0], node)
+
+    def _call_function(self, node: fx.Node) -> None:
+        if not self._fields(node):
+            self._record(node, self.graph.node_copy(node, lambda n: self.env[n]), None, "first", node.name)
+            return
+        key = node.target if node.op == "call_function" else ("method", node.target)
+        call = Call(node, self._path(node), self.infos)
+        rule = FUNCTION_RULES.get(key)
+        if rule is None:
+            hint = (" (shape-dependent code: use torch.flatten(x, 1) or nn.Flatten rather than x.view(x.size(0), -1))"
+                    if node.target in ("size", "view", "reshape", getattr) else "")
+            raise call.error("not supported on a feature map" + hint)
+        low: Lowered = rule(call)
+        if low.alias is not None:
+            value = self.env[low.alias]
+        elif low.module is not None:
+            name = self._fresh(f"{call.path}.{node.name}" if call.path else node.name)
+            self.root[name] = low.module
+            value = self.graph.create_node("call_module", name, (self.env[low.args[0]],), name=node.name)
+        else:
+            value = self.graph.create_node("call_function", low.fn, self._map(low.args), self._map(low.kwargs),
+                                           name=node.name)
+        self._record(node, value, low.points, low.layout, call.name)
+        if _mutates_first_argument(node):
+            self._rebind(node.args[0], node)
+
+    _call_method = _call_function
+
+    def _output(self, node: fx.Node) -> None:
+        out = self.graph.call_function(ops.finish, (self._map(node.args[0]), self.query))
+        self.graph.output(out)
+
+
+def from_torch(cnn: nn.Module, input_shape: Sequence[int], *, in_channels: int | None = None,
+               leaf_modules: Sequence[type] = ()) -> fx.GraphModule:
+    """Convert a CNN into an INR-Net that reproduces it on grid samples (paper §4.1, Property 4).
+
+    Args:
+        cnn: the discrete network (torchvision, timm, or any traceable ``nn.Module`` of
+            supported layers). It is not modified; the converted model owns copies of its
+            weights, under the same names.
+        input_shape: the image size ``(H, W)`` (any dimension) the CNN's pixel spacing is
+            taken from: a ``k``-tap filter becomes a kernel ``k * 2 / H`` wide.
+        in_channels: the input channels (default: the first layer's ``in_channels``).
+        leaf_modules: extra module types to keep whole (they then need a rule).
+
+    Returns:
+        A ``torch.fx.GraphModule`` with ``forward(field, query=None)``: ``field`` holds
+        values Tensor[B, N, in_channels] on any points of ``[-1, 1]^d``; it returns what the
+        CNN returns (e.g. logits Tensor[B, classes]), or a :class:`~inrnet.Field` for a
+        fully convolutional CNN, then resampled (nearest neighbour) at ``query`` points if
+        given. On ``grid(input_shape)`` samples the output equals the CNN's on the image.
+        It is in the CNN's train/eval mode.
+
+    Raises:
+        ConversionError: naming the unsupported module or function and its path.
+    """
+    input_shape = tuple(int(s) for s in input_shape)
+    if not input_shape or any(s < 1 for s in input_shape):
+        raise ValueError(f"input_shape must be positive sizes, got {input_shape}")
+    was_training = cnn.training
+    cnn.eval()
+    try:
+        traced = trace(cnn, leaf_modules)
+        in_channels = _infer_in_channels(traced) if in_channels is None else int(in_channels)
+        ref = next((p for p in cnn.parameters() if p.is_floating_point()), None)
+        dummy = torch.zeros(1, in_channels, *input_shape, dtype=ref.dtype if ref is not None else torch.float32,
+                            device=ref.device if ref is not None else None)
+        with torch.no_grad():
+            try:
+                ShapeProp(traced).propagate(dummy)
+            except Exception as e:
+                raise ConversionError(f"the CNN fails on a {tuple(dummy.shape)} input: {type(e).__name__}: {e}") from e
+        model = _Rebuild(traced, input_shape, in_channels).run()
+    finally:
+        cnn.train(was_training)
+    return model.train(was_training)

@@ -1,0 +1,252 @@
+"""Layers a converted CNN needs beyond :mod:`inrnet.nn`.
+
+* :class:`BoxPool`: the weighted mean of a field over fixed boxes of the domain, one output
+  per box. The boxes are computed once, at conversion, from the feature map's lattice
+  (:func:`adaptive_boxes`): on that lattice they hold exactly the pixels
+  ``torch.nn.AdaptiveAvgPool2d`` averages (also for sizes that do not divide, where torch's
+  windows overlap, and for outputs larger than the input, where they repeat pixels), and
+  one box per pixel turns ``torch.flatten`` of a feature map into a lookup. On other point
+  sets each output is the QMC mean of the field over its box: the region nearest to the
+  pixels torch would average.
+* :class:`CroppedBSplineConv`: a zero-padded B-spline convolution whose outputs are cropped
+  to a box, for discrete paddings between ``0`` and ``'same'`` (even kernels with
+  symmetric padding, TensorFlow's asymmetric ``SAME``).
+* :class:`StridedChannelMixing`: a strided ``1 x 1`` convolution (downsample, then mix).
+* :class:`BatchNormAct`: batch norm followed by dropout and an activation (timm's
+  ``BatchNormAct2d``), with torch's parameter names.
+* :class:`ChannelDropout`: ``nn.Dropout{1,2,3}d`` on channels-last values.
+* :class:`UpsampleToAncestor`: nearest-neighbour upsampling back to the point set a feature
+  map was strided from (``nn.Upsample(scale_factor=2)``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from inrnet.field import Field, Lattice, PointSet
+from inrnet.nn import BSplineConv, ChannelMixing
+from inrnet.nn.norm import BatchNorm
+from inrnet.nn.pointwise import check_field
+from inrnet.nn.resample import downsample, upsample
+
+__all__ = ["adaptive_boxes", "box_means", "BoxPool", "CroppedBSplineConv", "StridedChannelMixing", "BatchNormAct",
+           "ChannelDropout", "UpsampleToAncestor"]
+
+Boxes = tuple[tuple[tuple[float, float], ...], ...]
+
+
+def adaptive_boxes(lattice: Lattice, output_size: Sequence[int]) -> Boxes:
+    """The boxes over which ``torch.nn.AdaptiveAvgPool{d}d(output_size)`` averages a lattice.
+
+    Output ``i`` of an axis with ``n`` pixels averages pixels ``floor(i n / m) ..
+    ceil((i + 1) n / m) - 1``; its box is the union of their cells, a pixel's cell being
+    the part of the axis nearer to it than to any other pixel (the outermost cells reach
+    to infinity, so that every point of the domain is in a cell even when the strided
+    lattice sits off-centre).
+
+    Returns:
+        Per axis, ``m`` intervals ``(lo, hi)``.
+    """
+    if len(output_size) != len(lattice.shape) or any(m < 1 for m in output_size):
+        raise ValueError(f"output_size {tuple(output_size)} must be {len(lattice.shape)} positive sizes")
+    boxes = []
+    for o, h, n, m in zip(lattice.origin, lattice.step, lattice.shape, output_size):
+        edges = [-math.inf] + [o + (j - 0.5) * h for j in range(1, n)] + [math.inf]  # cell j is [edges[j], edges[j+1])
+        boxes.append(tuple((edges[i * n // m], edges[-(-(i + 1) * n // m)]) for i in range(m)))
+    return tuple(boxes)
+
+
+def _box_matrix(points: PointSet, boxes: Boxes) -> Tensor:
+    """Sparse ``[T, N]`` matrix of normalised weights: row ``t`` averages the points in box ``t``."""
+    x = points.coords.double()  # (N, d)
+    member = None
+    for k, axis in enumerate(boxes):
+        lo = x.new_tensor([b[0] for b in axis])
+        hi = x.new_tensor([b[1] for b in axis])
+        inside = (x[:, k:k + 1] >= lo) & (x[:, k:k + 1] < hi)  # (N, m_k)
+        member = inside if member is None else (member[:, :, None] & inside[:, None, :]).flatten(1)  # (N, T)
+    weights = member.double() * points.weights.double()[:, None]  # (N, T)
+    mass = weights.sum(0)  # (T,)
+    if bool((mass == 0).any()):
+        empty = int((mass == 0).nonzero()[0])
+        index = []
+        for axis in reversed(boxes):
+            index.append(empty % len(axis))
+            empty //= len(axis)
+        box = [axis[i] for axis, i in zip(boxes, reversed(index))]
+        raise ValueError(f"box {tuple(reversed(index))} = {box} holds none of the {points.n} points of {points}; "
+                         "sample more points or pool to fewer boxes")
+    return (weights / mass).t().to(points.dtype).to_sparse().coalesce()  # (T, N)
+
+
+def box_means(field: Field, boxes: Boxes) -> Tensor:
+    """Weighted mean of the field over each box: ``sum_j w_j f(x_j) / sum_j w_j`` over ``x_j`` in the box.
+
+    Args:
+        field: values Tensor[B, N, C].
+        boxes: per axis, ``m_k`` intervals ``(lo, hi)`` (points with ``lo <= x < hi``);
+            the output boxes are their products.
+
+    Returns:
+        Tensor[B, C, m_0, ..., m_{d-1}].
+
+    Raises:
+        ValueError: if a box holds no point.
+    """
+    if len(boxes) != field.points.dim:
+        raise ValueError(f"boxes are given for {len(boxes)} axes, the points have {field.points.dim}")
+    key = ("box-means", boxes)
+    matrix = field.points.cached(key, lambda: _box_matrix(field.points, boxes))  # (T, N)
+    b, n, c = field.values.shape
+    flat = field.values.transpose(0, 1).reshape(n, b * c)  # (N, B * C)
+    out = torch.sparse.mm(matrix.to(flat.dtype), flat).reshape(-1, b, c)  # (T, B, C)
+    return out.permute(1, 2, 0).reshape(b, c, *(len(axis) for axis in boxes))  # (B, C, *m)
+
+
+class BoxPool(nn.Module):
+    """Field -> Tensor: means over fixed boxes (adaptive average pooling, flatten); see :func:`box_means`.
+
+    Args:
+        boxes: per axis, the intervals ``(lo, hi)``; ``None`` is one box covering all points
+            (the global weighted mean, :func:`inrnet.nn.functional.global_avg_pool`).
+        dim: the number of axes (needed when ``boxes`` is None).
+        flatten: return ``torch.flatten(out, 1)``; with ``channels_last`` the features are
+            ordered as a flattened ``[B, *m, C]`` tensor.
+
+    Shapes:
+        ``Field[B, N, C] -> Tensor[B, C, *m]`` (``Tensor[B, C * prod(m)]`` with ``flatten``).
+    """
+
+    def __init__(self, boxes: Boxes | None, dim: int, flatten: bool = False, channels_last: bool = False):
+        super().__init__()
+        if boxes is not None and len(boxes) != dim:
+            raise ValueError(f"boxes are given for {len(boxes)} axes, expected {dim}")
+        self.boxes = None if boxes is None else tuple(tuple((float(lo), float(hi)) for lo, hi in a) for a in boxes)
+        self.dim, self.flatten, self.channels_last = dim, flatten, channels_last
+
+    def forward(self, field: Field) -> Tensor:
+        check_field(field, "BoxPool")
+        if self.boxes is None:
+            w = field.points.weights.to(field.values.dtype)
+            out = torch.einsum("bnc,n->bc", field.values, w / w.sum())  # (B, C)
+            out = out.reshape(*out.shape, *(1,) * self.dim)  # (B, C, 1, ..., 1)
+        else:
+            out = box_means(field, self.boxes)  # (B, C, *m)
+        if self.channels_last:
+            out = out.movedim(1, -1)  # (B, *m, C)
+        return out.flatten(1) if self.flatten else out
+
+    def extra_repr(self) -> str:
+        size = "global" if self.boxes is None else "x".join(str(len(a)) for a in self.boxes)
+        return f"boxes={size}, flatten={self.flatten}, channels_last={self.channels_last}"
+
+
+class CroppedBSplineConv(BSplineConv):
+    """A zero-padded :class:`~inrnet.nn.BSplineConv` with outputs only inside a box.
+
+    A discrete convolution padded by less than ``'same'`` on a side has no outputs where
+    its window would reach past the padding; here the output points are
+    ``points.restrict(box).downsample(stride)``.
+
+    Args:
+        crop: per axis ``(lo, hi)``, either ``None`` to keep the domain's bound.
+        Other arguments: see :class:`~inrnet.nn.BSplineConv` (``padding`` is ``'zeros'``).
+    """
+
+    def __init__(self, *args, crop: Sequence[tuple[float | None, float | None]], **kwargs):
+        super().__init__(*args, padding="zeros", **kwargs)
+        if len(crop) != self.dim:
+            raise ValueError(f"crop needs {self.dim} (lo, hi) pairs, got {crop!r}")
+        self.crop = tuple((None if lo is None else float(lo), None if hi is None else float(hi)) for lo, hi in crop)
+
+    def output_points(self, points: PointSet) -> PointSet:
+        bounds = [(b[0] if lo is None else lo, b[1] if hi is None else hi)
+                  for (lo, hi), b in zip(self.crop, points.bounds)]
+        return points.restrict(bounds).downsample(self.stride)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", crop={self.crop}"
+
+
+class StridedChannelMixing(ChannelMixing):
+    """A strided ``1 x 1`` convolution: keep one point in ``prod(stride)``, then mix channels.
+
+    Args:
+        stride: per axis; see :meth:`inrnet.PointSet.downsample`.
+        Other arguments: see :class:`~inrnet.nn.ChannelMixing`.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: Sequence[int], bias: bool = True):
+        super().__init__(in_channels, out_channels, bias=bias)
+        self.stride = tuple(int(s) for s in stride)
+
+    def forward(self, field: Field) -> Field:
+        return super().forward(downsample(check_field(field, "StridedChannelMixing"), self.stride))
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", stride={self.stride}"
+
+
+class BatchNormAct(BatchNorm):
+    """Batch norm, then ``drop`` and ``act`` (each a ``Field -> Field`` module), as timm's ``BatchNormAct2d``."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
+                 track_running_stats: bool = True, *, drop: nn.Module, act: nn.Module):
+        super().__init__(num_channels, eps, momentum, affine, track_running_stats)
+        self.drop, self.act = drop, act
+
+    def forward(self, field: Field) -> Field:
+        return self.act(self.drop(super().forward(field)))
+
+
+class ChannelDropout(nn.Module):
+    """``nn.Dropout{1,2,3}d`` for channels-last values: zero whole channels of each sample.
+
+    Shapes:
+        ``Tensor[B, N, C] -> Tensor[B, N, C]``.
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0 <= p <= 1:
+            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        self.p = p
+
+    def forward(self, values: Tensor) -> Tensor:
+        return F.dropout1d(values.transpose(1, 2), self.p, self.training).transpose(1, 2)  # (B, N, C)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class UpsampleToAncestor(nn.Module):
+    """Nearest-neighbour upsampling onto the point set ``hops`` derivations up the field's points.
+
+    On a lattice downsampled by 2 from its ancestor this is ``nn.Upsample(scale_factor=2)``
+    (ties go to the lower index, as torch's ``floor``); on QMC points the ancestor is the
+    longer prefix the coarse points were taken from.
+    """
+
+    def __init__(self, hops: int):
+        super().__init__()
+        if hops < 1:
+            raise ValueError(f"hops must be positive, got {hops}")
+        self.hops = hops
+
+    def forward(self, field: Field) -> Field:
+        target = check_field(field, "UpsampleToAncestor").points
+        for _ in range(self.hops):
+            if target.parent is None:
+                raise ValueError(f"{field.points} is not derived {self.hops} times from a finer point set; "
+                                 "upsampling needs the points the feature map was strided from")
+            target = target.parent
+        return upsample(field, target)
+
+    def extra_repr(self) -> str:
+        return f"hops={self.hops}"
+

@@ -1,0 +1,149 @@
+"""The functions a converted graph calls on fields (the targets of its ``call_function`` nodes).
+
+A traced CNN applies functions to tensors ``[B, C, *S]`` (``layout="first"``) or, between
+permutes, ``[B, *S, C]`` (``layout="last"``); in the converted graph the same values are a
+:class:`~inrnet.Field` with values ``[B, N, C]``. These functions apply the CNN's operation
+to the field's values, with tensors that broadcast against a feature map (``[B, C, 1, 1]``
+squeeze-excitation gates, ``[C, 1, 1]`` layer scales, scalars) reshaped to ``[B, 1, C]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx
+
+from inrnet.field import Field, PointSet, check_same_points
+from inrnet.nn.resample import upsample
+
+__all__ = ["check_input", "binary", "concat", "pointwise", "finish", "BINARY", "POINTWISE"]
+
+#: The binary operations :func:`binary` applies, by name (generated code refers to them by name).
+BINARY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv}
+
+#: The functions :func:`pointwise` applies to values: elementwise ones, and (on channels-last
+#: feature maps) ``layer_norm`` and ``linear`` over the channels.
+POINTWISE = {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid,
+             "silu": F.silu, "gelu": F.gelu, "mish": F.mish, "elu": F.elu, "leaky_relu": F.leaky_relu,
+             "softplus": F.softplus, "hardtanh": F.hardtanh, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+             "layer_norm": F.layer_norm, "linear": F.linear}
+
+
+def _traceable(fn: Callable) -> Callable:
+    """Make ``fn`` a leaf for ``torch.fx``: called with proxies (as when a saved converted model is
+    loaded and its code re-traced) it records itself instead of running."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        proxies: list[fx.Proxy] = []
+        fx.node.map_aggregate((args, kwargs), lambda a: proxies.append(a) if isinstance(a, fx.Proxy) else None)
+        if proxies:
+            return proxies[0].tracer.create_proxy("call_function", wrapper, args, kwargs)
+        return fn(*args, **kwargs)
+    return wrapper
+
+
+@_traceable
+def check_input(field, channels: int, dim: int) -> Field:
+    """The converted model's input: a :class:`Field` with ``channels`` channels on ``dim``-d points."""
+    if not isinstance(field, Field):
+        shape = tuple(field.shape) if isinstance(field, Tensor) else type(field).__name__
+        raise TypeError(f"a converted model takes a Field, got {shape}; sample INRs on points, e.g. "
+                        "inrnet.inr.sample(PixelINR(images), PointSet.grid(shape)) (or "
+                        "inrnet.testing.grid_field(images) for an image batch)")
+    if field.points.dim != dim:
+        raise ValueError(f"the model was converted for {dim}-d inputs, got a field on {field.points}")
+    field.check_channels(channels, "the converted model")
+    return field
+
+
+def _as_operand(value, layout: str, ndim: int, field: Field):
+    """A tensor that broadcasts against a feature map, as a Tensor[B or 1, 1, C or 1] for the values."""
+    if not isinstance(value, Tensor) or value.dim() == 0:
+        return value
+    if value.dim() > ndim:
+        raise ValueError(f"a tensor of shape {tuple(value.shape)} does not broadcast against a {ndim}-d feature map")
+    full = value.reshape((1,) * (ndim - value.dim()) + tuple(value.shape))  # (b, C, *S) or (b, *S, C)
+    spatial = full.shape[2:] if layout == "first" else full.shape[1:-1]
+    if any(s != 1 for s in spatial):
+        raise ValueError(f"a tensor of shape {tuple(value.shape)} varies over the spatial axes of a feature map "
+                         f"({field}); only tensors constant in space ([B, C, 1, 1], [C, 1, 1], scalars) combine "
+                         "with fields")
+    channels = full.shape[1] if layout == "first" else full.shape[-1]
+    if full.shape[0] not in (1, field.batch_size) or channels not in (1, field.channels):
+        raise ValueError(f"a tensor of shape {tuple(value.shape)} does not broadcast against a field with values "
+                         f"{tuple(field.values.shape)} ([B, N, C])")
+    return full.reshape(full.shape[0], 1, channels)  # (B or 1, 1, C or 1)
+
+
+@_traceable
+def binary(op: str, a, b, layout: str, ndim: int) -> Field:
+    """``op(a, b)`` (add, sub, mul, div) where at least one operand is a field.
+
+    Two fields must live on the same points (a residual connection whose branches were
+    strided differently is an error, not a silent resampling).
+
+    Args:
+        op: a key of :data:`BINARY` (``"add"``, ``"sub"``, ``"mul"``, ``"truediv"``).
+        a, b: Fields, tensors broadcasting against the CNN's feature map, or scalars.
+        layout: ``"first"`` or ``"last"``, the CNN's layout at this node.
+        ndim: the CNN's tensor rank at this node (``2 + d``).
+
+    Returns:
+        Field with values Tensor[B, N, C].
+    """
+    fields = [x for x in (a, b) if isinstance(x, Field)]
+    if not fields:
+        raise TypeError(f"{op} expected a Field operand, got {type(a).__name__} and {type(b).__name__}")
+    if len(fields) == 2:
+        check_same_points(a.points, b.points, f"the operands of {op}")
+    ref = fields[0]
+    va = a.values if isinstance(a, Field) else _as_operand(a, layout, ndim, ref)
+    vb = b.values if isinstance(b, Field) else _as_operand(b, layout, ndim, ref)
+    out = BINARY[op](va, vb)
+    if out.dim() != 3 or out.shape[1] != ref.points.n:
+        raise ValueError(f"{op} of {tuple(getattr(va, 'shape', ()))} and "
+                         f"{tuple(getattr(vb, 'shape', ()))} gave values {tuple(out.shape)}")
+    return Field(out, ref.points)
+
+
+@_traceable
+def concat(fields: Sequence[Field]) -> Field:
+    """Concatenate fields on the same points along the channels (``torch.cat(dim=1)`` of feature maps).
+
+    Returns:
+        Field with values Tensor[B, N, C_1 + ... + C_k].
+    """
+    if not fields or not all(isinstance(f, Field) for f in fields):
+        raise TypeError(f"concat expects Fields, got {[type(f).__name__ for f in fields]}")
+    for f in fields[1:]:
+        check_same_points(fields[0].points, f.points, "concatenated feature maps")
+    return Field(torch.cat([f.values for f in fields], dim=-1), fields[0].points)  # (B, N, sum C)
+
+
+@_traceable
+def pointwise(fn: str, field: Field, *args, **kwargs) -> Field:
+    """``POINTWISE[fn](values, *args, **kwargs)``, the values Tensor[B, N, C] -> Tensor[B, N, C']."""
+    if not isinstance(field, Field):
+        raise TypeError(f"{fn} expected a Field, got {type(field).__name__}")
+    out = POINTWISE[fn](field.values, *args, **kwargs)
+    if not isinstance(out, Tensor) or out.shape[:2] != field.values.shape[:2]:
+        raise ValueError(f"{fn} changed the values {tuple(field.values.shape)} into "
+                         f"{tuple(getattr(out, 'shape', ()))}")
+    return field.replace(out)
+
+
+@_traceable
+def finish(output, query: PointSet | None = None):
+    """The converted model's output; a field output is resampled (nearest neighbour) at ``query`` if given."""
+    if query is None:
+        return output
+    if not isinstance(output, Field):
+        raise ValueError(f"query points only apply to a model whose output is a Field, this one returns "
+                         f"{type(output).__name__}")
+    if not isinstance(query, PointSet):
+        raise TypeError(f"query must be a PointSet, got {type(query).__name__}")
+    return upsample(output, query)
