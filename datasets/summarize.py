@@ -1,0 +1,39 @@
+"""Summarise built INR datasets: items done, size on disk, fit time, fit-quality percentiles.
+
+    python datasets/summarize.py .cache/fashion_mnist/test .cache/fashion_mnist/train
+
+Prints one Markdown table row per dataset folder (as in datasets/README.md) and, with
+``--json``, the full report of :func:`inrnet.datasets.parts.build_report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from inrnet.datasets.parts import build_report
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folders", nargs="+", help="dataset folders built by the datasets/ scripts")
+    p.add_argument("--json", action="store_true", help="print the full reports as JSON")
+    args = p.parse_args(argv)
+    print("| folder | items done | MB | fit time (s per 1000, timed chunks) | PSNR grid p5/p50/p95 (dB) "
+          "| PSNR off-grid p5/p50/p95 (dB) |")
+    print("|---|---:|---:|---:|---|---|")
+    reports = {}
+    for folder in args.folders:
+        r = reports[folder] = build_report(folder)
+        per_k = f"{1000 * r['fit_seconds'] / r['timed_items']:.0f}" if r["timed_items"] else "n/a"
+        cells = [" / ".join(f"{r['quality'][k][p]:.1f}" for p in ("p5", "p50", "p95")) if k in r["quality"] else "n/a"
+                 for k in ("psnr_grid", "psnr_offgrid")]
+        print(f"| {folder} | {r['done']} of {r['count']} | {r['bytes'] / 1e6:.1f} | {per_k} | {cells[0]} | {cells[1]} |")
+    if args.json:
+        print(json.dumps(reports, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Training with Lightning: task modules around registered backbones, and INR DataModules.
+
+| class | task | model takes |
+|---|---|---|
+| :class:`INRClassifier` | classification (paper Alg. 1) | a Field sampled on the step's points |
+| :class:`INRSegmenter` | dense prediction (paper Alg. 2), scored at the label coordinates | a Field, query points |
+| :class:`PixelClassifier`, :class:`PixelSegmenter` | the pixel baselines of the same tasks | images |
+| :class:`INRDataModule` | INR datasets, a sampler per split, INRs evaluated on the training device | |
+| :class:`PixelDataModule` | the same INRs rendered on a grid, as images | |
+"""
+
+from inrnet.lightning.base import TaskModule, load_task, model_input, num_outputs
+from inrnet.lightning.callbacks import SavePredictions
+from inrnet.lightning.classification import INRClassifier, PixelClassifier
+from inrnet.lightning.data import (INRDatasetLike, InMemoryINRDataset, SubsetINRDataset, open_dataset,
+                                   parse_sampler, random_subset, setting_name)
+from inrnet.lightning.datamodule import IGNORE_INDEX, Batch, INRDataModule
+from inrnet.lightning.pixel import PixelDataModule
+from inrnet.lightning.segmentation import INRSegmenter, PixelSegmenter, logits_at
+
+__all__ = ["TaskModule", "INRClassifier", "PixelClassifier", "INRSegmenter", "PixelSegmenter", "INRDataModule",
+           "PixelDataModule", "Batch", "IGNORE_INDEX", "INRDatasetLike", "InMemoryINRDataset", "SubsetINRDataset",
+           "random_subset", "open_dataset", "parse_sampler", "setting_name", "load_task", "model_input",
+           "num_outputs", "logits_at", "SavePredictions"]

@@ -1,0 +1,196 @@
+"""The shared LightningModule: a registered backbone, its optimiser, checks and checkpoints.
+
+A task module holds one model built by name (:func:`inrnet.models.create_model`); its
+hyper-parameters are the name and keyword arguments, so a checkpoint rebuilds the same
+architecture (``INRClassifier.load_from_checkpoint(path)``, or :func:`load_task` for any
+task). Loading the weights of another architecture into it (``fit --ckpt_path``) fails
+before training with both configs named. Before any step, :meth:`TaskModule.setup` checks
+the model against the DataModule's INRs: coordinate dimension, channels, label kind and
+range.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from inrnet.models import create_model, model_config
+from inrnet.nn.conv import ContinuousConv
+
+__all__ = ["TaskModule", "model_input", "num_outputs", "load_task"]
+
+_PIXEL_CONVS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
+
+
+def model_input(model: nn.Module) -> tuple[str, int, int]:
+    """What a backbone takes, from its first convolution.
+
+    Returns:
+        ``(kind, d, C)``: kind ``"field"`` (a continuous conv comes first) or ``"image"``
+        (a ``nn.Conv{1,2,3}d``), the coordinate dimension and the input channels.
+
+    Raises:
+        ValueError: the model has no convolution to tell from.
+    """
+    for module in model.modules():
+        if isinstance(module, ContinuousConv):
+            return "field", module.dim, module.in_channels
+        if type(module) in _PIXEL_CONVS:
+            return "image", _PIXEL_CONVS[type(module)], module.in_channels
+    raise ValueError(f"cannot tell what {type(model).__name__} takes: it has no continuous or pixel convolution")
+
+
+def _last_layer(module: nn.Module) -> nn.Module | None:
+    """The last linear layer or convolution in registration order (a conv's own kernel MLP excluded)."""
+    last = None
+    for child in module.children():
+        if isinstance(child, (nn.Linear, ContinuousConv, *_PIXEL_CONVS)):
+            last = child
+        else:
+            last = _last_layer(child) or last
+    return last
+
+
+def num_outputs(model: nn.Module) -> int:
+    """Classes a backbone predicts: the width of its last linear layer or convolution."""
+    last = _last_layer(model)
+    if last is None:
+        raise ValueError(f"cannot tell how many classes {type(model).__name__} predicts")
+    return last.out_features if isinstance(last, nn.Linear) else last.out_channels
+
+
+class TaskModule(LightningModule):
+    """Base of the task modules: builds the backbone by name and checks it can run.
+
+    Args:
+        model: a registered model name (``inrnet.models.list_models()``).
+        model_kwargs: its keyword arguments (``in_channels``, ``num_classes``, ...).
+        lr: learning rate (paper: AdamW at 1e-3).
+        weight_decay: decoupled (AdamW) or L2 (SGD) weight decay.
+        scheduler: ``"constant"`` or ``"cosine"`` (cosine decay over ``trainer.max_steps``).
+        optimizer: ``"adamw"`` (the paper's) or ``"sgd"`` (momentum 0.9).
+
+    Raises:
+        ValueError: an unknown model name, or a model of the wrong kind for the task
+            (a pixel CNN in an INR task or the reverse).
+    """
+
+    #: ``"field"`` for INR-Net tasks, ``"image"`` for pixel baselines.
+    takes: ClassVar[str] = "field"
+    #: ``"classes"`` (labels Tensor[B]) or ``"maps"`` (label maps Tensor[B, H, W]).
+    labels: ClassVar[str] = "classes"
+
+    def __init__(self, model: str = "inrnet2", model_kwargs: dict[str, Any] | None = None, lr: float = 1e-3,
+                 weight_decay: float = 1e-2, scheduler: str = "constant", optimizer: str = "adamw"):
+        super().__init__()
+        if scheduler not in ("constant", "cosine"):
+            raise ValueError(f"scheduler must be 'constant' or 'cosine', got {scheduler!r}")
+        if optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+        self.save_hyperparameters()
+        self.model = create_model(model, **dict(model_kwargs or {}))
+        kind, self.input_dim, self.in_channels = model_input(self.model)
+        if kind != self.takes:
+            other = {"field": "an INR-Net (it takes Fields)", "image": "a pixel model (it takes images)"}
+            raise ValueError(f"{type(self).__name__} needs {other[self.takes]}, but {model!r} is {other[kind]}; "
+                             f"use the {'Pixel' if kind == 'image' else 'INR'} variant of this task")
+        self.num_classes = num_outputs(self.model)
+        self.metrics = nn.ModuleDict()
+
+    # checks ---------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and hasattr(datamodule, "input_spec"):
+            self.check_input(datamodule.input_spec())
+
+    def check_input(self, spec: dict[str, Any]) -> None:
+        """Raise ``ValueError`` unless data described by ``spec`` (see
+        :meth:`INRDataModule.input_spec <inrnet.lightning.INRDataModule.input_spec>`) fits the model."""
+        name = self.hparams.model
+        if spec["dim"] != self.input_dim:
+            raise ValueError(f"model {name!r} takes {self.input_dim}-d coordinates but the dataset's INRs take "
+                             f"d={spec['dim']} (coords [N, {spec['dim']}] vs [N, {self.input_dim}])")
+        if spec["channels"] != self.in_channels:
+            raise ValueError(f"model {name!r} takes {self.in_channels} input channel(s) but the dataset's INRs "
+                             f"output {spec['channels']} (values [B, N, {spec['channels']}] vs "
+                             f"[B, N, {self.in_channels}]); set model_kwargs.in_channels={spec['channels']}")
+        want = 0 if self.labels == "classes" else self.input_dim
+        if spec["label_dims"] != want:
+            what = {0: "class labels [B]", self.input_dim: f"label maps [B, {', '.join('HWD'[:self.input_dim])}]"}
+            raise ValueError(f"{type(self).__name__} needs {what.get(want)}, but the dataset has labels with "
+                             f"{spec['label_dims']} extra dim(s); use the "
+                             f"{'segmenter' if self.labels == 'classes' else 'classifier'} task instead")
+        if spec["max_label"] >= self.num_classes:
+            raise ValueError(f"model {name!r} predicts {self.num_classes} classes but the dataset has label "
+                             f"{spec['max_label']}; set model_kwargs.num_classes={spec['max_label'] + 1}")
+
+    # optimisation ---------------------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        if hp.optimizer == "adamw":
+            opt = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=0.9, weight_decay=hp.weight_decay)
+        if self.hparams.scheduler == "constant":
+            return opt
+        steps = self.trainer.max_steps if self.trainer.max_steps and self.trainer.max_steps > 0 else None
+        if steps is None:
+            raise ValueError("scheduler='cosine' needs trainer.max_steps")
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # metrics --------------------------------------------------------------------------
+    def log_metric(self, stage: str, setting: str, name: str, build, *update: Tensor, **log_kwargs: Any) -> None:
+        """Update the metric ``name`` of one stage and evaluation setting (built on first use
+        by ``build()``) with ``update`` and log it as ``{stage}/{name}/{setting}``."""
+        key = f"{stage}__{setting}__{name}".replace(".", "_")
+        if key not in self.metrics:
+            self.metrics[key] = build().to(self.device)
+        metric: Metric = self.metrics[key]
+        metric.update(*update)
+        self.log(f"{stage}/{name}/{setting}", metric, metric_attribute=f"metrics.{key}", add_dataloader_idx=False,
+                 **log_kwargs)
+
+    # checkpoints ----------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["inrnet"] = {"task": type(self).__name__, "model": model_config(self.model)}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("inrnet")
+        if saved is None:
+            raise ValueError("this checkpoint was not written by an inrnet task module (no 'inrnet' entry)")
+        mine = {"task": type(self).__name__, "model": _jsonable(model_config(self.model))}
+        theirs = {"task": saved["task"], "model": _jsonable(saved["model"])}
+        if mine != theirs:
+            raise ValueError(f"checkpoint holds {theirs['task']} with model {theirs['model']}, but this run "
+                             f"builds {mine['task']} with model {mine['model']}; use a config of the same "
+                             f"architecture, or inrnet.lightning.load_task(path) to rebuild the saved one")
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples as lists, recursively (YAML gives lists where Python code gave tuples)."""
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def load_task(path: str, map_location: Any = "cpu") -> TaskModule:
+    """Rebuild the task module saved in a checkpoint, whatever its task and architecture.
+
+    Raises:
+        ValueError: the checkpoint was not written by an inrnet task module.
+    """
+    from inrnet.lightning import classification, segmentation
+    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
+    saved = checkpoint.get("inrnet")
+    tasks = {cls.__name__: cls for mod in (classification, segmentation) for cls in vars(mod).values()
+             if isinstance(cls, type) and issubclass(cls, TaskModule) and cls is not TaskModule}
+    if saved is None or saved.get("task") not in tasks:
+        raise ValueError(f"{path!r} is not a checkpoint of an inrnet task module (tasks: {sorted(tasks)})")
+    return tasks[saved["task"]].load_from_checkpoint(path, map_location=map_location)

@@ -1,0 +1,65 @@
+"""The build scripts under datasets/, run in-process on tiny sources."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _dataset_helpers import write_idx
+
+from inrnet.datasets import get_dataset
+from inrnet.datasets.embedded import EmbeddedDefault
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "datasets"
+
+
+def _main(relative: str):
+    spec = importlib.util.spec_from_file_location(relative.replace("/", "_")[:-3], SCRIPTS / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def _small_root(tmp_path, n=10):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "fmnist10"
+    root.mkdir()
+    for prefix in ("train", "t10k"):
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, size=(n, 28, 28)))
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
+    return root
+
+
+def test_fashion_mnist_build_and_default(tmp_path):
+    fmnist_root = _small_root(tmp_path)
+    build = _main("fashion_mnist/build.py")
+    out = tmp_path / "fm"
+    common = ["--out", str(out), "--source", str(fmnist_root), "--no-compile", "--chunk-size", "5",
+              "--steps", "5"]
+    for split in ("train", "test", "test_fourier"):
+        assert build(["--split", split, *common]) == 0
+    test = get_dataset("fashion_mnist", "test", root=out)
+    assert len(test) == 10 and test.labels.tolist() == list(range(10))
+    assert get_dataset("fashion_mnist", "test_fourier", root=out).family.name == "fourier"
+    shard = out / "test" / "parts" / "0000000-0000005" / "shard-00000.safetensors"
+    stamp = shard.stat().st_mtime_ns
+    assert build(["--split", "test", *common]) == 0  # a finished build is not refitted
+    assert shard.stat().st_mtime_ns == stamp
+
+    target = tmp_path / "default.safetensors"
+    assert _main("fashion_mnist/build_default.py")(["--full", str(out), "--source", str(fmnist_root),
+                                                    "--output", str(target)]) == 0
+    default = EmbeddedDefault(target)
+    assert [len(default.split(s)) for s in ("train", "test", "test_fourier")] == [10, 10, 10]
+    images, labels = default.images("test_fourier")
+    assert images.shape == (10, 28, 28) and torch.equal(labels, default.split("test_fourier").labels)
+    assert float(default.split("train").quality["psnr_grid"].min()) > 0
+
+
+@pytest.mark.slow
+def test_scenes_build_script(fmnist_root, tmp_path):
+    out = tmp_path / "scenes"
+    assert _main("fashion_mnist_scenes/build.py")(["--split", "test", "--count", "4", "--out", str(out),
+                                                   "--source", str(fmnist_root), "--no-compile"]) == 0
+    assert get_dataset("fashion_mnist_scenes", "test", root=out).batch([0, 3])[1].shape == (2, 64, 64)

@@ -1,0 +1,126 @@
+"""The ``inrnet`` command: fit / test with YAML configs, CSV logs, clear errors, the demo's flags."""
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from inrnet.cli import build, main
+from inrnet.inr import PixelINR, save_inrs
+
+CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+TINY = ["--trainer.max_steps", "2", "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--data.batch_size", "8", "--data.eval_batch_size", "8"]
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    """train/ (16), test/ and test_fourier/ (8 each): 1-channel 28x28 linear PixelINRs, 10 classes."""
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 16), ("test", 8), ("test_fourier", 8)):
+        save_inrs(tmp_path / "data" / split, PixelINR(torch.rand(n, 1, 28, 28, generator=g), "linear"),
+                  torch.arange(n) % 10)
+    return tmp_path / "data"
+
+
+def _run(args, tmp_path):
+    main([*args, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])
+
+
+def test_fit_then_test_from_a_config_writes_csv_logs_and_checkpoint(data_dir, tmp_path):
+    config = CONFIGS / "fashion_mnist" / "inrnet2.yaml"
+    small = ["--data.dataset", str(data_dir), "--data.val_size", "4", "--model.init_args.model_kwargs.widths",
+             "[4, 8]", "--data.test_samplers", "[grid:28x28, sobol:784]", *TINY]
+    _run(["fit", "--config", str(config), *small], tmp_path)
+    run = tmp_path / "runs" / "fashion_mnist_inrnet2" / "version_0"
+    rows = list(csv.DictReader(open(run / "metrics.csv")))
+    assert any(r.get("train/loss") for r in rows) and any(r.get("val/top1/sobol_784") for r in rows)
+    saved = yaml.safe_load(open(run / "config.yaml"))
+    assert saved["model"]["init_args"]["model"] == "inrnet2"
+    (ckpt,) = (run / "checkpoints").glob("*.ckpt")
+    _run(["test", "--config", str(config), *small, "--ckpt_path", str(ckpt)], tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "runs" / "fashion_mnist_inrnet2" / "version_1" / "metrics.csv")))
+    assert {"test/top1/grid_28x28", "test/top3/sobol_784"} <= set(rows[0])
+    with pytest.raises(ValueError, match="holds .*'inrnet2'.*asks for .*'inrnet4'"):
+        _run(["fit", "--config", str(CONFIGS / "fashion_mnist" / "inrnet4.yaml"), *small, "--ckpt_path", str(ckpt)],
+             tmp_path)
+
+
+def test_bad_configs_stop_before_training(data_dir, tmp_path):
+    config = str(CONFIGS / "fashion_mnist" / "inrnet2.yaml")
+    with pytest.raises(ValueError, match="unknown model 'resnet9'"):
+        build(["--config", config, "--model.init_args.model", "resnet9", "--data.dataset", str(data_dir)])
+    trainer, model, dm = build(["--config", config, "--data.dataset", "no_such_dataset", *TINY])
+    with pytest.raises(ValueError, match="no_such_dataset"):
+        trainer.fit(model, dm)
+    trainer, model, dm = build(["--config", config, "--data.dataset", str(data_dir),
+                                "--data.val_size", "0", "--model.init_args.model_kwargs.in_channels", "3", *TINY])
+    with pytest.raises(ValueError, match=r"3 input channel\(s\) but the dataset's INRs output 1"):
+        trainer.fit(model, dm)
+    assert trainer.global_step == 0
+
+
+@pytest.mark.parametrize("config", sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml")))
+def test_every_experiment_config_parses(config):
+    trainer, model, dm = build(["--config", str(CONFIGS / config), "--trainer.logger", "false"])
+    spec = yaml.safe_load(open(CONFIGS / config))
+    assert model.hparams.model == spec["model"]["init_args"]["model"]
+    assert type(dm).__name__ == spec["data"]["class_path"].rsplit(".", 1)[-1]
+
+
+def test_demo_flags_are_checked():
+    with pytest.raises(SystemExit):
+        main(["demo", "--max-minutes", "0"])
+
+
+def _tiny_tree(root: Path, splits: dict[str, int], classes: int, label_shape: tuple[int, int] | None) -> Path:
+    """Stand-ins for a named dataset's splits: 3-channel 16x16 PixelINRs, class labels or label maps."""
+    g = torch.Generator().manual_seed(0)
+    for split, n in splits.items():
+        if label_shape is None:
+            labels = torch.arange(n) % classes
+        else:
+            labels = torch.randint(0, classes, (n, *label_shape), generator=g)
+            labels[:, :1] = 255  # void
+        save_inrs(root / split, PixelINR(torch.rand(n, 3, 16, 16, generator=g), "linear"), labels)
+    return root
+
+
+@pytest.mark.parametrize("config", ["imagenet_big12/inrnet4.yaml", "imagenet_big12/cnn2.yaml",
+                                    "cityscapes/inrnet5.yaml", "cityscapes/fcn3.yaml"])
+def test_paper_configs_run_end_to_end_on_tiny_trees(config, tmp_path):
+    seg = config.startswith("cityscapes")
+    splits = {"train": 4, "test": 4} if seg else {"train": 4, "test_fourier": 4}
+    data = _tiny_tree(tmp_path / "data", splits, 7 if seg else 12, (24, 48) if seg else None)
+    small = ["--data.dataset", str(data), "--trainer.max_steps", "1", "--trainer.enable_progress_bar", "false",
+             "--trainer.enable_model_summary", "false", "--trainer.logger", "false",
+             "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "[]", "--trainer.devices", "1"]
+    pixel = "cnn" in config or "fcn" in config
+    if not pixel:
+        small += ["--data.train_sampler", "sobol:128", "--data.test_samplers", "[sobol:128, grid:12x24]" if seg
+                  else "[sobol:128, grid:8x8]", "--model.init_args.model_kwargs.n_bins", "16"]
+    elif seg:
+        small += ["--data.train_sampler", "grid:12x24", "--data.test_samplers", "[grid:12x24]"]
+    if seg:
+        small += ["--model.init_args.model_kwargs.width", "4", "--data.train_label_points", "64"]
+    trainer, model, dm = build(["--config", str(CONFIGS / config), *small])
+    trainer.fit(model, dm)
+    metrics = {k: v for r in trainer.test(model, dm, verbose=False) for k, v in r.items()}
+    wanted = ("test/miou/", "test/pixacc/") if seg else ("test/top1/", "test/top3/")
+    assert all(any(k.startswith(w) for k in metrics) for w in wanted), metrics
+
+
+def test_predict_writes_predictions(data_dir, tmp_path):
+    config = CONFIGS / "fashion_mnist" / "inrnet2.yaml"
+    small = ["--data.dataset", str(data_dir), "--data.val_size", "0", "--model.init_args.model_kwargs.widths",
+             "[4, 8]", "--data.test_samplers", "[grid:28x28]", *TINY]
+    _run(["fit", "--config", str(config), *small], tmp_path)
+    (ckpt,) = (tmp_path / "runs").rglob("*.ckpt")
+    out = tmp_path / "pred.pt"
+    _run(["predict", "--config", str(config), *small, "--ckpt_path", str(ckpt),
+          "--trainer.callbacks+=inrnet.lightning.SavePredictions", f"--trainer.callbacks.path={out}"], tmp_path)
+    saved = torch.load(out)
+    assert saved["logits"].shape == (8, 10) and torch.equal(saved["pred"], saved["logits"].argmax(1))
+    assert torch.equal(saved["target"], torch.arange(8) % 10)  # the test_fourier split, in order
