@@ -15,6 +15,13 @@ TINY = ["--trainer.max_steps", "2", "--trainer.log_every_n_steps", "1", "--train
         "--trainer.enable_model_summary", "false", "--data.batch_size", "8", "--data.eval_batch_size", "8"]
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path, monkeypatch):
+    """LightningCLI saves the resolved config.yaml into the working directory when no
+    logger directory applies: keep it out of the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def data_dir(tmp_path):
     """train/ (16), test/ and test_fourier/ (8 each): 1-channel 28x28 linear PixelINRs, 10 classes."""
