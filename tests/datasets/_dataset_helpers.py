@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import struct
 from pathlib import Path
 
@@ -26,3 +27,14 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
     data = idx_bytes(array)
     path.write_bytes(gzip.compress(data) if compress else data)
     return path
+
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "datasets"
+
+
+def load_script(relative: str):
+    """The ``main`` function of a build script under ``datasets/``."""
+    spec = importlib.util.spec_from_file_location(relative.replace("/", "_")[:-3], SCRIPTS / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from _dataset_helpers import TINY_FIT, TINY_RGB
+from _dataset_helpers import TINY_FIT, TINY_RGB, load_script
 from PIL import Image
 
 from inrnet.datasets import IGNORE_INDEX, get_dataset
@@ -85,3 +85,12 @@ def test_missing_annotation_folder_and_split(tmp_path):
         get_dataset("cityscapes", "test_coarse", root=out)
     with pytest.raises(FileNotFoundError, match="datasets/cityscapes/build.py"):
         get_dataset("cityscapes", "train", root=out)
+
+
+def test_build_script(tmp_path):
+    root, out = _tree(tmp_path), tmp_path / "out"
+    build = load_script("cityscapes/build.py")
+    assert build(["--cityscapes", str(root), "--split", "val", "--out", str(out), "--image-size", "4", "8",
+                  "--label-size", "8", "16", "--steps", "2", "--no-compile", "--device", "cpu"]) == 0
+    inrs, maps = get_dataset("cityscapes", "test_coarse", root=out).batch([1])
+    assert maps.shape == (1, 8, 16) and inrs.family == cs.SIREN

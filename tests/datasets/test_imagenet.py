@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from _dataset_helpers import TINY_FIT, TINY_RGB
+from _dataset_helpers import TINY_FIT, TINY_RGB, load_script
 from PIL import Image
 from scipy.io import savemat
 
@@ -138,3 +138,20 @@ def test_missing_folders(tmp_path):
                              fit_kwargs=TINY_FIT, progress=False)
     with pytest.raises(ValueError, match="valid"):
         imagenet.index_big12(root, wordnet, tmp_path / "o", "val")
+
+
+def test_build_script(tmp_path):
+    root, wordnet = _tree(tmp_path)
+    out = tmp_path / "out"
+    args = ["--imagenet", str(root), "--wordnet", str(wordnet.parent), "--out", str(out), "--image-size", "8",
+            "--width", "8", "--depth", "2", "--steps", "2", "--batch-size", "4", "--no-compile", "--device", "cpu"]
+    build = load_script("imagenet_big12/build.py")
+    train = ["--split", "train", "--per-class", "0", "--chunk-size", "4"]  # 6 items: 2 chunks
+    assert build([*train, "--part", "0/2", *args]) == 0
+    with pytest.raises(FileNotFoundError, match=r"unfinished \(1 of 2 chunks\)"):
+        get_dataset("imagenet_big12", "train", root=out)
+    assert build([*train, "--part", "1/2", *args]) == 0
+    ds = get_dataset("imagenet_big12", "train", root=out)
+    assert ds.labels.tolist() == [0, 0, 1, 1, 6, 6] and ds.family.width == 8
+    assert build(["--split", "test_fourier", *args]) == 0
+    assert get_dataset("imagenet_big12", "test_fourier", root=out).family.name == "fourier"

@@ -1,24 +1,17 @@
 """The build scripts under datasets/, run in-process on tiny sources."""
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from _dataset_helpers import write_idx
+from _dataset_helpers import load_script, write_idx
 
+from inrnet.datasets import fashion_mnist as fm
 from inrnet.datasets import get_dataset
 from inrnet.datasets.embedded import EmbeddedDefault
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "datasets"
-
-
-def _main(relative: str):
-    spec = importlib.util.spec_from_file_location(relative.replace("/", "_")[:-3], SCRIPTS / relative)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+_main = load_script
 
 
 def _small_root(tmp_path, n=10):
@@ -63,3 +56,15 @@ def test_scenes_build_script(fmnist_root, tmp_path):
     assert _main("fashion_mnist_scenes/build.py")(["--split", "test", "--count", "4", "--out", str(out),
                                                    "--source", str(fmnist_root), "--no-compile"]) == 0
     assert get_dataset("fashion_mnist_scenes", "test", root=out).batch([0, 3])[1].shape == (2, 64, 64)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(fm.DEBIAN_ROOT).is_dir(), reason="Fashion-MNIST (dataset-fashion-mnist) not installed")
+def test_real_fashion_mnist_fit_quality(tmp_path):
+    """The shipped settings reach the quality datasets/README.md reports (on 100 test items)."""
+    out = tmp_path / "fm"
+    assert _main("fashion_mnist/build.py")(["--split", "test", "--out", str(out), "--count", "100",
+                                            "--chunk-size", "100", "--no-compile"]) == 0
+    quality = get_dataset("fashion_mnist", "test", root=out).quality
+    assert float(quality["psnr_grid"].quantile(0.05)) > 34.0
+    assert float(quality["psnr_offgrid"].median()) > 23.0

@@ -55,4 +55,7 @@ def test_demo_on_the_embedded_default_fits_the_ten_minute_budget(tmp_path):
     main(["demo", "--out", str(tmp_path), "--no-progress"])
     assert time.monotonic() - start <= 10 * 60
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["inrnet2"]["grid:28x28"] > 0.6
+    inr, cnn = results["inrnet2"], results["cnn2"]
+    assert inr["grid:28x28"] > 0.4 and cnn["grid:28x28"] > 0.4  # 10 classes: chance is 0.1
+    # the paper's claim: the INR-Net loses less than the CNN at twice the resolution
+    assert inr["grid:28x28"] - inr["grid:56x56"] < cnn["grid:28x28"] - cnn["grid:56x56"]
