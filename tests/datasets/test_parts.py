@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from inrnet.datasets.parts import (build_parts, build_report, chunk_ranges, merge_parts, parse_part, parts_done,
                                    read_items, select_chunks)
-from inrnet.inr import INRDataset
+from inrnet.inr import CorruptShardError, INRDataset
 
 
 def _assert_same(a, b):
@@ -94,15 +94,18 @@ def test_refuses_other_settings_and_refits_corrupt_chunk(tmp_path):
 
 def test_refits_chunk_failing_its_checksum(tmp_path):
     root = tmp_path / "b"
-    _build(root, stop=4)
+    _build(root)
     shard = root / "parts" / "0000000-0000004" / "shard-00000.safetensors"
     reference = {k: v.clone() for k, v in load_file(shard).items()}
     flipped = bytearray(shard.read_bytes())
     flipped[-3] ^= 0xFF  # same size, wrong content
     shard.write_bytes(bytes(flipped))
     assert parts_done(root, 10, 4)[0] and not parts_done(root, 10, 4, checksum=[0])[0]
-    _build(root, stop=4)
+    with pytest.raises(CorruptShardError, match="sha256"):
+        INRDataset(root).batch([0])
+    _build(root)
     _assert_same(load_file(shard), reference)
+    assert len(INRDataset(root).batch(range(10))[0]) == 10  # the merged manifest has the new checksum
 
 
 def test_merge_refuses_unfinished(tmp_path):
