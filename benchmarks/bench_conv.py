@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 
-def median_time(fn, repeats: int, warmup: int = 3) -> float:
+def times_of(fn, repeats: int, warmup: int = 3) -> np.ndarray:
     for _ in range(warmup):
         fn()
     times = []
@@ -32,10 +32,10 @@ def median_time(fn, repeats: int, warmup: int = 3) -> float:
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return np.array(times)
 
 
-def headline(repeats: int) -> dict:
+def headline(repeats: int, rounds: int = 8) -> dict:
     from inrnet import Field, PointSet
     from inrnet.nn.bspline_conv import BSplineConv
     from inrnet.sampling import sobol
@@ -46,16 +46,20 @@ def headline(repeats: int) -> dict:
     conv = torch.nn.Conv2d(c, c, 3, padding=1)
     image = torch.randn(b, c, 32, 32, requires_grad=True)
     ours(field)  # neighbour search and gather plan: once per point set, outside the timing
-    rows = []
-    for _ in range(3):  # interleave to share the machine's state fairly
-        t_ours = median_time(lambda: ours(field).values.sum().backward(), repeats)
-        t_conv = median_time(lambda: conv(image).sum().backward(), repeats)
-        rows.append((t_ours, t_conv))
-    t_ours, t_conv = (float(np.median([r[i] for r in rows])) for i in range(2))
+    # This machine is shared and noisy: interleave rounds of both so they see the same
+    # conditions, and report the median over all calls and the minimum (the least
+    # disturbed call, timeit's advice) of each.
+    t_ours, t_conv = [], []
+    for _ in range(rounds):
+        t_ours.append(times_of(lambda: ours(field).values.sum().backward(), repeats, warmup=1))
+        t_conv.append(times_of(lambda: conv(image).sum().backward(), repeats, warmup=1))
+    t_ours, t_conv = np.concatenate(t_ours), np.concatenate(t_conv)
     pairs = ours.output_points(field.points)  # same points
     from inrnet.neighbors import neighbors
     e = neighbors(field.points, pairs, ours.support).num_pairs
-    return {"bspline_ms": 1e3 * t_ours, "conv2d_ms": 1e3 * t_conv, "ratio": t_ours / t_conv, "pairs": e}
+    return {"bspline_ms": 1e3 * np.median(t_ours), "conv2d_ms": 1e3 * np.median(t_conv),
+            "ratio": np.median(t_ours) / np.median(t_conv), "bspline_min_ms": 1e3 * t_ours.min(),
+            "conv2d_min_ms": 1e3 * t_conv.min(), "ratio_min": t_ours.min() / t_conv.min(), "pairs": e}
 
 
 def _status_bytes(field: str) -> int:
@@ -78,7 +82,8 @@ def _peak_rss() -> int:
 
 
 def one_scaling_run(n: int, mode: str, b: int, c: int, repeats: int) -> dict:
-    """Runs in its own process: time of forward+backward (cached geometry) and the peak RSS
+    """Runs in its own process: time of forward+backward (cached geometry; the fastest of 7
+    calls) and the peak RSS
     growth over the run, geometry setup (neighbours, gather plan) included."""
     from inrnet import Field, PointSet
     from inrnet.neighbors import neighbors
@@ -91,7 +96,7 @@ def one_scaling_run(n: int, mode: str, b: int, c: int, repeats: int) -> dict:
     t0 = time.perf_counter()
     layer(field)
     setup = time.perf_counter() - t0
-    t = median_time(lambda: layer(field).values.sum().backward(), repeats, warmup=1)
+    t = float(times_of(lambda: layer(field).values.sum().backward(), repeats, warmup=1).min())
     peak = _peak_rss() - base
     e = neighbors(field.points, field.points, layer.support).num_pairs
     return {"n": n, "mode": mode, "pairs": e, "seconds": t, "setup_seconds": setup, "peak_bytes": peak}
@@ -129,13 +134,14 @@ def main() -> None:
     args = p.parse_args()
     if args.one:
         n, mode, b, c = args.one
-        print(json.dumps(one_scaling_run(int(n), mode, int(b), int(c), repeats=3)))
+        print(json.dumps(one_scaling_run(int(n), mode, int(b), int(c), repeats=7)))
         return
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    h = headline(5 if args.quick else 10)
+    h = headline(5, rounds=3 if args.quick else 8)
     print("\n## B-spline conv 3x3, 64->64, B=32, 1024 Sobol points, forward+backward\n")
-    print("| ours (ms) | nn.Conv2d 32x32 (ms) | ratio | pairs |\n|---|---|---|---|")
-    print(f"| {h['bspline_ms']:.1f} | {h['conv2d_ms']:.1f} | {h['ratio']:.2f} | {h['pairs']} |")
+    print("| statistic | ours (ms) | nn.Conv2d 32x32 (ms) | ratio | pairs |\n|---|---|---|---|---|")
+    print(f"| median | {h['bspline_ms']:.1f} | {h['conv2d_ms']:.1f} | {h['ratio']:.2f} | {h['pairs']} |")
+    print(f"| min | {h['bspline_min_ms']:.1f} | {h['conv2d_min_ms']:.1f} | {h['ratio_min']:.2f} | {h['pairs']} |")
     b, c = 4, 16
     rows = scaling(args.quick, b, c)
     print(f"\n## Scaling, B={b}, C={c}->{c}, 3x3-tap B-spline, forward+backward\n")

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from inrnet.field import Field, PointSet
 from inrnet.neighbors import Neighbors, Support, neighbors
-from inrnet.nn._gather import GatherPlan, gather_atoms
+from inrnet.nn._gather import GatherPlan, atom_conv
 from inrnet.nn._geometry import PADDING_MODES, as_tuple, output_points, window_support
 
 __all__ = ["ContinuousConv", "conv_atoms", "conv_pairs", "support_fraction"]
@@ -64,7 +64,8 @@ def support_fraction(queries: PointSet, bounds, support: Support, n_probe: int =
 
 
 def conv_atoms(values: Tensor, plan: GatherPlan, atoms: Tensor, groups: int = 1) -> Tensor:
-    """Linear-kernel convolution: gather onto atoms, then contract with their weights.
+    """Linear-kernel convolution: gather onto atoms, then contract with their weights
+    (fused and chunked so the gathered atoms stay in cache; see :mod:`inrnet.nn._gather`).
 
     Args:
         values: Tensor[B, N, C_in].
@@ -74,15 +75,7 @@ def conv_atoms(values: Tensor, plan: GatherPlan, atoms: Tensor, groups: int = 1)
     Returns:
         Tensor[B, M, C_out].
     """
-    b, c_in, c_out = values.shape[0], values.shape[2], atoms.shape[2]
-    z = gather_atoms(values, plan)  # (B, M, A, C_in)
-    m, a = plan.num_out, plan.num_atoms
-    if groups == 1:
-        return (z.reshape(b * m, a * c_in) @ atoms.reshape(a * c_in, c_out)).view(b, m, c_out)
-    cg, og = c_in // groups, c_out // groups
-    z = z.view(b * m, a, groups, cg).permute(2, 0, 1, 3).reshape(groups, b * m, a * cg)  # (g, B*M, A*Cg)
-    w = atoms.view(a, cg, groups, og).permute(2, 0, 1, 3).reshape(groups, a * cg, og)  # (g, A*Cg, Og)
-    return torch.bmm(z, w).permute(1, 0, 2).reshape(b, m, c_out)
+    return atom_conv(values, plan, atoms, groups)
 
 
 def conv_pairs(values: Tensor, nbrs: Neighbors, pair_weight: Tensor, kernel: Tensor, groups: int = 1) -> Tensor:
