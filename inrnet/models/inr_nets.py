@@ -27,12 +27,14 @@ CONVS = ("bspline", "mlp")
 
 
 def make_conv(kind: str, c_in: int, c_out: int, spacing: float, stride: int = 1, n_bins: int | None = 64,
-              dim: int = 2) -> ContinuousConv:
-    """A 3x3-footprint continuous conv with taps ``spacing`` apart."""
+              dim: int = 2, estimator: str = "sum") -> ContinuousConv:
+    """A 3x3-footprint continuous conv with taps ``spacing`` apart (``estimator``: see
+    :class:`~inrnet.nn.conv.ContinuousConv`)."""
     if kind == "bspline":
-        return BSplineConv(c_in, c_out, (3,) * dim, (spacing,) * dim, stride=stride)
+        return BSplineConv(c_in, c_out, (3,) * dim, (spacing,) * dim, stride=stride, estimator=estimator)
     if kind == "mlp":
-        return MLPConv(c_in, c_out, Support((1.5 * spacing,) * dim), n_bins=n_bins, stride=stride)
+        return MLPConv(c_in, c_out, Support((1.5 * spacing,) * dim), n_bins=n_bins, stride=stride,
+                       estimator=estimator)
     raise ValueError(f"conv must be one of {CONVS}, got {kind!r}")
 
 
@@ -76,22 +78,25 @@ class INRNetClassifier(nn.Module):
         conv: ``"bspline"`` or ``"mlp"``.
         base_resolution: pixels per axis that the first filter's spacing refers to.
         n_bins: Voronoi bins of MLP kernels (``None``: exact).
+        estimator: quadrature of every conv, ``"sum"`` (exact twin of the CNN on grids) or
+            ``"mean"`` (the paper's ratio estimator: lower variance on scattered points).
 
     Shapes:
         ``forward(field [B, N, in_channels]) -> logits [B, num_classes]``.
     """
 
     def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (32, 64), residual_blocks: int = 0,
-                 hidden: int = 128, conv: str = "bspline", base_resolution: int = 28, n_bins: int | None = 64):
+                 hidden: int = 128, conv: str = "bspline", base_resolution: int = 28, n_bins: int | None = 64,
+                 estimator: str = "sum"):
         super().__init__()
         self.in_channels = in_channels
         spacing = 2.0 / base_resolution
         layers: list[nn.Module] = []
         c = in_channels
         for w in widths:
-            layers.append(_ConvBlock(make_conv(conv, c, w, spacing, stride=2, n_bins=n_bins)))
+            layers.append(_ConvBlock(make_conv(conv, c, w, spacing, stride=2, n_bins=n_bins, estimator=estimator)))
             c, spacing = w, 2 * spacing
-        layers += [_Residual(lambda a, b, s=spacing: make_conv(conv, a, b, s, n_bins=n_bins), c)
+        layers += [_Residual(lambda a, b, s=spacing: make_conv(conv, a, b, s, n_bins=n_bins, estimator=estimator), c)
                    for _ in range(residual_blocks)]
         self.features = nn.Sequential(*layers)
         self.pool = GlobalAvgPool()

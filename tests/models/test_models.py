@@ -26,6 +26,15 @@ def test_registry_lists_and_rebuilds():
         model_config(torch.nn.Linear(2, 2))
 
 
+def test_estimator_reaches_every_conv():
+    from inrnet.nn.conv import ContinuousConv
+    model = create_model("inrnet4", estimator="mean")
+    convs = [m for m in model.modules() if isinstance(m, ContinuousConv)]
+    assert len(convs) == 4 and all(m.estimator == "mean" for m in convs)
+    with pytest.raises(ValueError, match="estimator"):
+        create_model("inrnet2", estimator="median")
+
+
 @pytest.mark.parametrize("inr_name,cnn_name,kw", PAIRS)
 @pytest.mark.parametrize("size", [16, 15])
 def test_bspline_inrnet_is_the_exact_twin_of_its_baseline(inr_name, cnn_name, kw, size):
