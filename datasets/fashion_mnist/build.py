@@ -16,10 +16,9 @@ import logging
 import sys
 import time
 
-import torch
 
 from inrnet.datasets import fashion_mnist as fm
-from inrnet.datasets.parts import add_build_arguments, apply_build_arguments, build_parts
+from inrnet.datasets.parts import add_build_arguments, apply_build_arguments, build_parts, log_quality
 
 #: split -> (source split, family, fit settings, seed of its first chunk)
 SPLITS = {"train": ("train", fm.SIREN, fm.FIT, 0),
@@ -55,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if dataset is None:
         logging.info("%s/%s: this run's chunks are finished; others are still missing", args.out, args.split)
         return 0
-    pct = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95])
-    for key, v in dataset.quality.items():
-        logging.info("%s percentiles 5/25/50/75/95: %s dB", key, [round(x, 2) for x in v.quantile(pct).tolist()])
+    log_quality(dataset.quality)
     return 0
 
 

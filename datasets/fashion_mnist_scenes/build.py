@@ -10,13 +10,10 @@ command to resume, or grow nothing: ``--count`` is part of the recorded settings
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-import torch
-
 from inrnet.datasets import scenes
-from inrnet.datasets.parts import add_build_arguments, apply_build_arguments
+from inrnet.datasets.parts import add_build_arguments, apply_build_arguments, log_quality
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,9 +30,7 @@ def main(argv: list[str] | None = None) -> int:
                                   chunk_size=args.chunk_size, start=args.start, stop=args.stop, part=args.part,
                                   device=device, compile=args.compile)
     if dataset is not None:
-        pct = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95])
-        for key, v in dataset.quality.items():
-            logging.info("%s percentiles 5/25/50/75/95: %s dB", key, [round(x, 2) for x in v.quantile(pct).tolist()])
+        log_quality(dataset.quality)
     return 0
 
 

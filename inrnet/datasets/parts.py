@@ -29,7 +29,7 @@ from inrnet.inr import INRBatch, INRDataset, INRFamily, build_dataset, family_fr
 from inrnet.inr.store import new_manifest, verify_shard, write_manifest
 
 __all__ = ["parse_part", "chunk_ranges", "select_chunks", "build_parts", "merge_parts", "parts_done",
-           "read_items", "build_report", "add_build_arguments", "apply_build_arguments"]
+           "read_items", "build_report", "add_build_arguments", "apply_build_arguments", "log_quality"]
 
 log = logging.getLogger(__name__)
 BUILD = "build.json"
@@ -251,6 +251,14 @@ def apply_build_arguments(args) -> str:
     if args.threads:
         torch.set_num_threads(args.threads)
     return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def log_quality(quality: Mapping[str, Tensor]) -> None:
+    """Log the 5/25/50/75/95th percentiles of each fit-quality measure (``{name: Tensor[n]}``, dB)."""
+    pct = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64)
+    for key, v in quality.items():
+        logging.getLogger(__name__).info("%s percentiles 5/25/50/75/95: %s dB", key,
+                                         [round(x, 2) for x in v.double().quantile(pct).tolist()])
 
 
 def read_items(root: str | os.PathLike, indices: Tensor) -> tuple[INRBatch, Tensor, dict[str, Tensor]]:

@@ -24,17 +24,15 @@ support inside the domain (lower variance on scattered points; exact on full gri
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from inrnet.field import Field, PointSet
 from inrnet.neighbors import Neighbors, Support, neighbors
 from inrnet.nn._gather import GatherPlan, atom_conv
-from inrnet.nn._geometry import PADDING_MODES, as_tuple, output_points, window_support
+from inrnet.nn._geometry import PADDING_MODES, as_tuple, output_points
 
 __all__ = ["ContinuousConv", "conv_atoms", "conv_pairs", "support_fraction"]
 
