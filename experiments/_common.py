@@ -33,7 +33,7 @@ def commit() -> str:
 
 
 def fit_and_test(config: str | Path, overrides: list[str], *, max_minutes: float | None = None,
-                 out: str | Path = "runs") -> dict[str, Any]:
+                 out: str | Path = "runs", checkpoint: str | Path | None = None) -> dict[str, Any]:
     """``inrnet fit`` then ``inrnet test`` of one config, as the command line would run them.
 
     Args:
@@ -41,6 +41,8 @@ def fit_and_test(config: str | Path, overrides: list[str], *, max_minutes: float
         overrides: extra command-line style arguments (``["--data.limit_train", "512"]``).
         max_minutes: stop training after this long (``trainer.max_time``), if given.
         out: where the CSV logs go.
+        checkpoint: if given, the trained model is saved there (``trainer.save_checkpoint``)
+            before testing; :func:`inrnet.lightning.load_task` rebuilds it.
 
     Returns:
         ``{"metrics": {name: value}, "steps": int, "fit_minutes": float, "test_minutes": float}``.
@@ -55,6 +57,8 @@ def fit_and_test(config: str | Path, overrides: list[str], *, max_minutes: float
     start = time.monotonic()
     trainer.fit(model, datamodule)
     fit_minutes = (time.monotonic() - start) / 60
+    if checkpoint is not None:
+        trainer.save_checkpoint(checkpoint)
     start = time.monotonic()
     results = trainer.test(model, datamodule, verbose=False)
     metrics = {k: float(v) for r in results for k, v in r.items()}

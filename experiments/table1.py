@@ -70,12 +70,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/table1")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--save", action="store_true", help="save each trained model as OUT/<model>.ckpt")
     parser.add_argument("extra", nargs="*", help="more overrides, e.g. --trainer.accelerator=gpu")
     args = parser.parse_args(argv)
     results = {}
     for model in args.models:
         r = fit_and_test(f"fashion_mnist/{model}.yaml", overrides(args, model), max_minutes=args.max_minutes,
-                         out=args.out)
+                         out=args.out, checkpoint=Path(args.out) / f"{model}.ckpt" if args.save else None)
         r.pop("model")
         results[model] = r
         print(f"{model}: {r['steps']} steps in {r['fit_minutes']:.1f} min; " +
