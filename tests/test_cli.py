@@ -131,3 +131,22 @@ def test_predict_writes_predictions(data_dir, tmp_path):
     saved = torch.load(out)
     assert saved["logits"].shape == (8, 10) and torch.equal(saved["pred"], saved["logits"].argmax(1))
     assert torch.equal(saved["target"], torch.arange(8) % 10)  # the test_fourier split, in order
+
+
+def test_test_with_batch_norm_recalibration_from_the_command_line(data_dir, tmp_path, monkeypatch):
+    import inrnet.lightning.callbacks as callbacks
+
+    calls = []
+    original = callbacks.recalibrate_norms
+    monkeypatch.setattr(callbacks, "recalibrate_norms", lambda *a, **k: calls.append(original(*a, **k)))
+    config = CONFIGS / "fashion_mnist" / "inrnet2.yaml"
+    small = ["--data.dataset", str(data_dir), "--data.val_size", "0", "--model.init_args.model_kwargs.widths",
+             "[4, 8]", "--data.test_samplers", "[sobol:196, sobol:784]", *TINY]
+    _run(["fit", "--config", str(config), *small], tmp_path)
+    (ckpt,) = (tmp_path / "runs").rglob("*.ckpt")
+    _run(["test", "--config", str(config), *small, "--ckpt_path", str(ckpt),
+          "--trainer.callbacks+=inrnet.lightning.RecalibrateNorms", "--trainer.callbacks.num_batches=2"], tmp_path)
+    (log,) = [p for p in (tmp_path / "runs").rglob("metrics.csv") if p.parent.name == "version_1"]
+    header = log.read_text().splitlines()[0]
+    assert "test/top1/sobol_196" in header and "test/top1/sobol_784" in header
+    assert calls == [2, 2]  # two training batches for each of the two settings

@@ -10,7 +10,7 @@
 """
 
 from inrnet.lightning.base import TaskModule, load_task, model_input, num_outputs
-from inrnet.lightning.callbacks import SavePredictions
+from inrnet.lightning.callbacks import RecalibrateNorms, SavePredictions
 from inrnet.lightning.classification import INRClassifier, PixelClassifier
 from inrnet.lightning.data import (INRDatasetLike, InMemoryINRDataset, SubsetINRDataset, open_dataset,
                                    parse_sampler, random_subset, setting_name)
@@ -21,4 +21,4 @@ from inrnet.lightning.segmentation import INRSegmenter, PixelSegmenter, logits_a
 __all__ = ["TaskModule", "INRClassifier", "PixelClassifier", "INRSegmenter", "PixelSegmenter", "INRDataModule",
            "PixelDataModule", "Batch", "IGNORE_INDEX", "INRDatasetLike", "InMemoryINRDataset", "SubsetINRDataset",
            "random_subset", "open_dataset", "parse_sampler", "setting_name", "load_task", "model_input",
-           "num_outputs", "logits_at", "SavePredictions"]
+           "num_outputs", "logits_at", "SavePredictions", "RecalibrateNorms"]

@@ -10,7 +10,7 @@ from inrnet.nn.bspline_conv import BSplineConv
 from inrnet.nn.conv import ContinuousConv
 from inrnet.nn.functions import InnerProduct, LegendreFunction, MLPFunction, Modulate
 from inrnet.nn.learned_conv import LegendreConv, MLPConv
-from inrnet.nn.norm import BatchNorm, ChannelLayerNorm, GroupNorm, InstanceNorm
+from inrnet.nn.norm import BatchNorm, ChannelLayerNorm, GroupNorm, InstanceNorm, recalibrate_norms
 from inrnet.nn.pointwise import ChannelMixing, Pointwise, PositionalEncoding
 from inrnet.nn.pool import AdaptiveAvgPool, AvgPool, GlobalAvgPool, MaxPool
 from inrnet.nn.resample import Add, Concat, Downsample, Upsample
@@ -21,5 +21,5 @@ __all__ = [
     "PositionalEncoding", "BatchNorm", "InstanceNorm", "GroupNorm", "ChannelLayerNorm", "MaxPool", "AvgPool",
     "AdaptiveAvgPool", "GlobalAvgPool", "Downsample", "Upsample", "Add", "Concat", "Tokenize",
     "LegendreFunction", "MLPFunction", "Modulate", "InnerProduct", "Attention", "PointDropout", "RandomFlip",
-    "RandomAffine", "Compose",
+    "RandomAffine", "Compose", "recalibrate_norms",
 ]
