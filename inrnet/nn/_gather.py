@@ -42,10 +42,12 @@ from torch.autograd.function import once_differentiable
 
 from inrnet.neighbors import stable_argsort
 
-__all__ = ["GatherPlan", "atom_conv", "gather_atoms", "CHUNK_BYTES"]
+__all__ = ["GatherPlan", "atom_conv", "gather_atoms", "CHUNK_BYTES", "STACK_BYTES"]
 
 #: Bytes of ``Z`` (or of ``U``) per chunk: about an L2 cache on CPU; one chunk on CUDA.
 CHUNK_BYTES = {"cpu": 2 << 20, "cuda": 1 << 30}
+#: Largest batch-stacked copy of a plan's bags that is cached (beyond: shifted per chunk).
+STACK_BYTES = 256 << 20
 
 
 def _csr(keys: Tensor, n_rows: int) -> tuple[Tensor, Tensor]:
@@ -59,16 +61,38 @@ def _csr(keys: Tensor, n_rows: int) -> tuple[Tensor, Tensor]:
 @dataclass
 class _Bags:
     """A CSR matrix for ``embedding_bag``: bag ``r`` sums ``value[e] * table[index[e]]``
-    over ``e in [ptr[r], ptr[r + 1])``, stacked ``b`` times over a batch."""
+    over ``e in [ptr[r], ptr[r + 1])``, repeated over a batch without copies: bag
+    ``k * n_bags + r`` of a batch is bag ``r`` over the table rows of sample ``k``
+    (``index + k * stride``)."""
 
     index: Tensor
     ptr: Tensor
     value: Tensor
+    stride: int
 
     def rows(self, r0: int, r1: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-        """Bags ``[r0, r1)``: their entries and offsets relative to the first."""
-        e0, e1 = int(self.ptr[r0]), int(self.ptr[r1])
-        return self.index[e0:e1], self.ptr[r0:r1 + 1] - e0, self.value[e0:e1].to(dtype)
+        """Batch bags ``[r0, r1)``: their entries (table rows of the batch) and offsets relative to the first."""
+        n_bags = self.ptr.numel() - 1
+        index, offsets, value, base = [], [], [], 0
+        for k in range(r0 // n_bags, (r1 - 1) // n_bags + 1):  # the samples the rows touch
+            s0, s1 = max(r0 - k * n_bags, 0), min(r1 - k * n_bags, n_bags)
+            e0, e1 = int(self.ptr[s0]), int(self.ptr[s1])
+            index.append(self.index[e0:e1] + k * self.stride if k else self.index[e0:e1])
+            offsets.append(self.ptr[s0:s1] - (e0 - base))
+            value.append(self.value[e0:e1])
+            base += e1 - e0
+        offsets.append(self.ptr.new_tensor([base]))
+        if len(index) == 1:
+            return index[0], torch.cat(offsets), value[0].to(dtype)
+        return torch.cat(index), torch.cat(offsets), torch.cat(value).to(dtype)
+
+    def stacked(self, b: int) -> _Bags:
+        """The same bags for a batch of ``b``, materialised (``b`` times the memory, no
+        per-chunk index arithmetic)."""
+        shift = torch.arange(b, device=self.index.device)[:, None]
+        nnz = self.index.numel()
+        ptr = torch.cat([(self.ptr[:-1][None, :] + shift * nnz).reshape(-1), self.ptr.new_tensor([b * nnz])])
+        return _Bags((self.index[None, :] + shift * self.stride).reshape(-1), ptr, self.value.repeat(b), 0)
 
 
 @dataclass
@@ -90,7 +114,8 @@ class GatherPlan:
     num_out: int
     num_atoms: int
     num_in: int
-    _batched: dict = field(default_factory=dict, repr=False)
+    _bags: tuple | None = field(default=None, repr=False)
+    _stacked: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         keep = self.value != 0
@@ -100,26 +125,29 @@ class GatherPlan:
     def nnz(self) -> int:
         return self.col.numel()
 
-    def batched(self, b: int) -> tuple[_Bags, _Bags]:
-        """The plan stacked over a batch of ``b``.
+    def bags(self, b: int) -> tuple[_Bags, _Bags]:
+        """The plan as bags for a batch of ``b``.
 
         Returns:
             ``gather``: bags ``(b, m, a)`` over rows ``(b, j)`` of the inputs (``Z = S f``);
             ``scatter``: bags ``(b, j, a)`` over rows ``(b, m)`` of the output gradient
-            (``U = S^T dg``).
+            (``U = S^T dg``). Materialised for the batch and cached while that takes at
+            most :data:`STACK_BYTES`; beyond, one sample's bags are shifted per chunk, so
+            memory stays O(nnz) at any batch size and point count.
         """
-        if b not in self._batched:
+        if self._bags is None:
             a = self.num_atoms
-            shift = torch.arange(b, device=self.col.device)[:, None]
 
-            def stack(keys: Tensor, n_bags: int, index: Tensor, stride: int) -> _Bags:
+            def csr(keys: Tensor, n_bags: int, index: Tensor, stride: int) -> _Bags:
                 order, ptr = _csr(keys, n_bags)
-                idx = (index[order][None, :] + shift * stride).reshape(-1)  # (b * nnz,)
-                ptr = torch.cat([(ptr[:-1][None, :] + shift * self.nnz).reshape(-1), ptr.new_tensor([b * self.nnz])])
-                return _Bags(idx, ptr, self.value[order].repeat(b))
-            self._batched[b] = (stack(self.row * a + self.atom, self.num_out * a, self.col, self.num_in),
-                                stack(self.col * a + self.atom, self.num_in * a, self.row, self.num_out))
-        return self._batched[b]
+                return _Bags(index[order], ptr, self.value[order], stride)
+            self._bags = (csr(self.row * a + self.atom, self.num_out * a, self.col, self.num_in),
+                          csr(self.col * a + self.atom, self.num_in * a, self.row, self.num_out))
+        if 2 * b * self.nnz * (self.col.element_size() + self.value.element_size()) > STACK_BYTES:
+            return self._bags
+        if b not in self._stacked:
+            self._stacked[b] = tuple(bags.stacked(b) for bags in self._bags)
+        return self._stacked[b]
 
 
 def _chunk_rows(row_bytes: int, device: torch.device, chunk_bytes: int | None) -> int:
@@ -145,7 +173,7 @@ class _AtomConv(torch.autograd.Function):
         b, n, c = x.shape
         a, cg, o = atoms.shape
         m, og = plan.num_out, o // groups
-        gather, _ = plan.batched(b)
+        gather, _ = plan.bags(b)
         w = atoms.view(a, cg, groups, og).permute(2, 0, 1, 3).reshape(groups, a * cg, og)  # (g, A*Cg, Og)
         table = x.reshape(b * n, c)
         out = x.new_empty(b * m, o)
@@ -169,7 +197,7 @@ class _AtomConv(torch.autograd.Function):
         b, n, c = x.shape
         a, cg, o = atoms.shape
         og = o // groups
-        _, scatter = plan.batched(b)
+        _, scatter = plan.bags(b)
         table = grad.contiguous().view(b * plan.num_out, o)
         xf = x.reshape(b * n, c)
         w_t = atoms.view(a, cg, groups, og).permute(2, 0, 3, 1).reshape(groups, a * og, cg)  # (g, A*Og, Cg)
@@ -222,6 +250,6 @@ def gather_atoms(values: Tensor, plan: GatherPlan) -> Tensor:
         Tensor[B, M, A, C].
     """
     b, n, c = values.shape
-    gather, _ = plan.batched(b)
+    gather, _ = plan.bags(b)
     z = _bag_sum(values.reshape(b * n, c), gather, 0, b * plan.num_out * plan.num_atoms)
     return z.view(b, plan.num_out, plan.num_atoms, c)
