@@ -257,8 +257,7 @@ def log_quality(quality: Mapping[str, Tensor]) -> None:
     """Log the 5/25/50/75/95th percentiles of each fit-quality measure (``{name: Tensor[n]}``, dB)."""
     pct = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64)
     for key, v in quality.items():
-        logging.getLogger(__name__).info("%s percentiles 5/25/50/75/95: %s dB", key,
-                                         [round(x, 2) for x in v.double().quantile(pct).tolist()])
+        log.info("%s percentiles 5/25/50/75/95: %s dB", key, [round(x, 2) for x in v.double().quantile(pct).tolist()])
 
 
 def read_items(root: str | os.PathLike, indices: Tensor) -> tuple[INRBatch, Tensor, dict[str, Tensor]]:

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
-from inrnet.nn.norm import _tracking_norms, recalibrate_norms
+from inrnet.nn.norm import NormSnapshot, recalibrate_norms, restore_norms, snapshot_norms
 
 __all__ = ["SavePredictions", "RecalibrateNorms"]
 
@@ -82,7 +82,7 @@ class RecalibrateNorms(Callback):
         if unknown or not stages:
             raise ValueError(f"stages must be some of ('val', 'test'), got {tuple(stages)!r}")
         self.num_batches, self.stages, self.seed = num_batches, tuple(stages), seed
-        self._saved: dict[str, torch.Tensor] | None = None
+        self._saved: NormSnapshot | None = None
 
     def _batches(self, datamodule: Any, stage: str, index: int, device: torch.device):
         """``num_batches`` Batches of seeded random training INRs, evaluated on setting ``index``'s points."""
@@ -99,9 +99,8 @@ class RecalibrateNorms(Callback):
 
     def _start(self, trainer, pl_module, stage: str) -> None:
         if stage in self.stages:
-            self._saved = {k: v.detach().clone() for k, v in pl_module.state_dict().items()
-                           if any(k.endswith(b) for b in ("running_mean", "running_var", "num_batches_tracked"))}
-            if not _tracking_norms(pl_module):
+            self._saved = snapshot_norms(pl_module)
+            if not self._saved:
                 raise ValueError(f"RecalibrateNorms: {type(pl_module.model).__name__} has no batch norm to recalibrate")
 
     def _batch_start(self, trainer, pl_module, stage: str, batch_idx: int, dataloader_idx: int) -> None:
@@ -116,7 +115,7 @@ class RecalibrateNorms(Callback):
 
     def _end(self, trainer, pl_module, stage: str) -> None:
         if stage in self.stages and self._saved is not None:
-            pl_module.load_state_dict(self._saved, strict=False)
+            restore_norms(self._saved)
             self._saved = None
 
     def on_test_start(self, trainer, pl_module) -> None:

@@ -25,7 +25,8 @@ from torch import Tensor, nn
 from inrnet.field import Field
 
 __all__ = ["weighted_moments", "batch_norm", "instance_norm", "group_norm", "channel_layer_norm",
-           "BatchNorm", "InstanceNorm", "GroupNorm", "ChannelLayerNorm", "recalibrate_norms"]
+           "BatchNorm", "InstanceNorm", "GroupNorm", "ChannelLayerNorm", "recalibrate_norms", "snapshot_norms",
+           "restore_norms"]
 
 
 def weighted_moments(values: Tensor, weights: Tensor, *, over_batch: bool) -> tuple[Tensor, Tensor]:
@@ -287,6 +288,26 @@ def _tracking_norms(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, kinds) and m.track_running_stats]
 
 
+NormSnapshot = list[tuple[nn.Module, float | None, dict[str, Tensor]]]
+
+
+def snapshot_norms(model: nn.Module) -> NormSnapshot:
+    """Copies of the running statistics (and momentum) of every norm of ``model`` that keeps
+    them, to put back with :func:`restore_norms`; empty if there is none."""
+    return [(m, m.momentum, {k: v.clone() for k, v in m.named_buffers(recurse=False)})
+            for m in _tracking_norms(model)]
+
+
+def restore_norms(snapshot: NormSnapshot, statistics: bool = True) -> None:
+    """Put back the momentum and (if ``statistics``) the running statistics of a :func:`snapshot_norms`."""
+    with torch.no_grad():
+        for m, momentum, buffers in snapshot:
+            m.momentum = momentum
+            if statistics:
+                for k, v in buffers.items():
+                    getattr(m, k).copy_(v)
+
+
 def recalibrate_norms(model: nn.Module, batches: Iterable[Any], forward: Callable[[Any], Any] | None = None) -> int:
     """Re-estimate the running statistics of every batch (and tracked instance) norm of ``model``.
 
@@ -313,16 +334,15 @@ def recalibrate_norms(model: nn.Module, batches: Iterable[Any], forward: Callabl
     Raises:
         ValueError: the model has no norm with running statistics, or ``batches`` is empty.
     """
-    norms = _tracking_norms(model)
-    if not norms:
+    saved = snapshot_norms(model)
+    if not saved:
         raise ValueError(f"{type(model).__name__} has no norm layer with running statistics to recalibrate")
-    saved = [(m, m.momentum, {k: v.clone() for k, v in m.named_buffers(recurse=False)}) for m in norms]
     was_training = model.training
     forward = forward or model
     count, ok = 0, False
     try:
         model.eval()
-        for m in norms:
+        for m, _, _ in saved:
             m.reset_running_stats()
             m.momentum = None  # cumulative average: every batch counts alike
             m.train()
@@ -334,10 +354,6 @@ def recalibrate_norms(model: nn.Module, batches: Iterable[Any], forward: Callabl
             raise ValueError("no batches to recalibrate the norm statistics on")
         ok = True
     finally:
-        for m, momentum, buffers in saved:
-            m.momentum = momentum
-            if not ok:
-                for k, v in buffers.items():
-                    getattr(m, k).copy_(v)
+        restore_norms(saved, statistics=not ok)
         model.train(was_training)
     return count
