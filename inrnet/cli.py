@@ -9,7 +9,7 @@ Usage::
     inrnet demo --out demo --max-minutes 10
 
 ``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI's: the model is any task
-module of :mod:`inrnet.lightning` (``model: {class_path: INRClassifier, init_args: ...}``)
+module of [`inrnet.lightning`][inrnet.lightning] (``model: {class_path: INRClassifier, init_args: ...}``)
 and the data any of its DataModules. Runs log to CSV under ``runs/`` unless the config
 names another logger. Bad configs (an unknown model or dataset, INRs that do not fit the
 model, a checkpoint of another architecture) stop with a message before any training.
@@ -29,10 +29,10 @@ from inrnet.lightning.base import _jsonable
 
 __all__ = ["main", "build", "InrnetCLI", "TRAINER_DEFAULTS"]
 
-#: What ``inrnet`` changes in Lightning's Trainer defaults: CSV logs under ``runs/``.
 TRAINER_DEFAULTS: dict[str, Any] = {
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
 }
+"""What ``inrnet`` changes in Lightning's Trainer defaults: CSV logs under ``runs/``."""
 
 DESCRIPTION = ("Train and evaluate INR-Nets (Lightning). Subcommands: fit, validate, test, predict "
                "(LightningCLI, YAML configs in experiments/configs), and demo (inrnet demo --help).")
@@ -55,8 +55,16 @@ class InrnetCLI(LightningCLI):
     Lightning rebuilds the model from a checkpoint's hyper-parameters (so ``inrnet test
     --ckpt_path X`` needs no model config); when the config *does* name a model, and the
     checkpoint holds another task, backbone or backbone arguments, this stops with both
-    named instead of silently training the checkpoint's architecture.
+    named instead of silently training the checkpoint's architecture. ``--ckpt_path`` is
+    read with ``torch.load(weights_only=True)`` (``--weights_only`` defaults to true), so a
+    crafted checkpoint cannot run code.
     """
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> Any:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if "weights_only" in self._subcommand_method_arguments[subcommand]:
+            parser.set_defaults(weights_only=True)  # Lightning leaves it None: torch's default, which an env var flips
+        return parser
 
     def _parse_ckpt_path(self) -> None:
         sub = self.config.get("subcommand")

@@ -1,25 +1,30 @@
 """``PointSet`` and ``Field``: the data every INR-Net layer passes along.
 
-A :class:`PointSet` is one set of sample points shared by a whole minibatch: coordinates
+A [`PointSet`][inrnet.field.PointSet] is one set of sample points shared by a whole minibatch: coordinates
 ``[N, d]``, quadrature weights ``[N]`` (the Lebesgue measure each point stands for:
 ``volume / N`` for scattered points, the cell ``prod(step)`` for a lattice, so a discrete
 sum over pixels is exactly a quadrature; they sum to the domain's volume wherever the
-points tile the domain), the box ``bounds`` of its domain and,
-when the points are a regular lattice, that lattice. It is data, not layer state: the
-point sets derived from it (a prefix for downsampling, a sub-lattice for a strided layer,
-a shrunk domain for an unpadded convolution) and the neighbour graphs layers ask for are
-memoised on it, so every layer that needs the same thing gets the same object and every
-neighbour search runs once per point set, query set and support.
+points tile the domain), the box ``bounds`` of its domain,
+when the points are a regular lattice, that lattice, and what the order of its points
+means (``order``: a lattice, nested like a Sobol sequence, or neither). It is data, not
+layer state: the point sets derived from it (a prefix for downsampling, a sub-lattice for
+a strided layer, a shrunk domain for an unpadded convolution) and the neighbour graphs
+layers ask for are memoised on it, so every layer that needs the same thing gets the same
+object and every neighbour search runs once per point set, query set and support. Entries
+that depend on another point set (the neighbours of a query set) are dropped when that
+point set is garbage collected.
 
-A :class:`Field` is a batch of functions sampled on one point set: ``values [B, N, C]``
+A [`Field`][inrnet.field.Field] is a batch of functions sampled on one point set: ``values [B, N, C]``
 plus its ``points``. It is a thin typed wrapper (not a Tensor subclass); layers check
 points and channels at their boundary.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,12 +32,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Lattice", "PointSet", "Field", "check_same_points"]
+__all__ = ["Lattice", "PointSet", "Field", "check_same_points", "ORDERS"]
 
 _uids = itertools.count()
 
-#: Relative slack with which a point on a domain boundary still counts as inside.
 BOUNDARY_TOL = 1e-6
+"""Relative slack with which a point on a domain boundary still counts as inside."""
+
+ORDERS = ("lattice", "nested", "unordered")
+"""What the order of a point set's points means (``PointSet.order``): ``"lattice"`` (the
+points of its ``lattice`` in C order), ``"nested"`` (every prefix is itself a good point
+set: Sobol, Halton, Monte Carlo) or ``"unordered"`` (neither: a prefix is no subsample)."""
+
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -89,21 +101,125 @@ def _as_bounds(bounds, dim: int) -> tuple[tuple[float, float], ...]:
     return tuple((float(lo), float(hi)) for lo, hi in b.tolist())
 
 
+def _check_inside(coords: Tensor, bounds, parent_bounds=None) -> None:
+    """Raise ``ValueError`` unless every point lies in the box ``bounds``.
+
+    The slack per axis is [`BOUNDARY_TOL`][inrnet.field.BOUNDARY_TOL] times the box's extent
+    (or its parent's, the box ``restrict`` tested against), plus the rounding of a
+    coordinate to its dtype.
+    """
+    lo_x, hi_x = coords.detach().amin(0).double().tolist(), coords.detach().amax(0).double().tolist()
+    eps = torch.finfo(coords.dtype).eps
+    for k, ((lo, hi), a, b) in enumerate(zip(bounds, lo_x, hi_x)):
+        extent = hi - lo if parent_bounds is None else max(hi - lo, parent_bounds[k][1] - parent_bounds[k][0])
+        tol = BOUNDARY_TOL * extent + 2 * eps * max(abs(lo), abs(hi))
+        if a < lo - tol or b > hi + tol:
+            box = " x ".join(f"[{lo:g}, {hi:g}]" for lo, hi in bounds)
+            raise ValueError(f"coordinate {k} of the points spans [{a:g}, {b:g}], outside the domain {box}: "
+                             "integrals over the domain would be wrong. Rescale the coordinates (inrnet's "
+                             "INRs live on [-1, 1]^d) or pass bounds= covering them")
+
+
+def _lattice_axis(u: Tensor, lo: float, hi: float, n: int, tol: float) -> tuple[float, float | None, int] | None:
+    """``(origin, step, sites)`` of the equally spaced set of at most ``n`` values holding the
+    sorted distinct values ``u`` (Tensor[n_k], float64), or ``None`` when there is none.
+
+    A single value has a known step only at the centre of ``(lo, hi)`` (one cell). Sites that
+    are the cell centres of ``(lo, hi)`` get exactly ``Lattice.grid``'s origin and step.
+    """
+    first = u[0].item()
+    if u.numel() == 1:
+        return first, (hi - lo if hi > lo and abs(first - (lo + hi) / 2) <= tol else None), 1
+    gaps = u.diff()  # (n_k - 1,)
+    unit = gaps[gaps < 1.5 * gaps.min()]  # one-site gaps; their mean is accurate to a rounding error
+    span = (u[-1] - u[0]).item()
+    count = round(span / unit.mean().item())  # sites - 1
+    if count + 1 > n:
+        return None
+    step = span / count
+    if ((u - first) / step - ((u - first) / step).round()).abs().max().item() * step > tol:
+        return None
+    cell = (hi - lo) / (count + 1)
+    if abs(first - (lo + cell / 2)) <= tol and abs(first + count * step - (hi - cell / 2)) <= tol:
+        return lo + cell / 2, cell, count + 1
+    return first, step, count + 1
+
+
+def _infer_order(coords: Tensor, bounds) -> tuple[str, Lattice | None]:
+    """The order (one of [`ORDERS`][inrnet.field.ORDERS]) and lattice of plain coordinates.
+
+    ``"lattice"`` if ``coords`` are exactly the points of an equally spaced lattice in C order
+    (``grid(shape)`` gets ``Lattice.grid(shape)``); ``"unordered"`` if they are three or more
+    distinct points on a lattice of at most ``N`` sites per axis, in another order or with
+    holes, that repeat values along some axis (or are 1-d): a scan order (a permuted, masked
+    or Fortran-ordered grid); otherwise ``"nested"`` (scattered floating coordinates).
+    """
+    n, d = coords.shape
+    x = coords.detach().double()  # (N, d)
+    tol = 16 * torch.finfo(coords.dtype).eps * max(1.0, *(abs(v) for b in bounds for v in b))
+    axes, distinct = [], []
+    for k in range(d):
+        u = torch.unique(x[:, k])  # (n_k,) sorted
+        axis = _lattice_axis(u, *bounds[k], n, tol)
+        if axis is None:
+            return "nested", None
+        axes.append(axis)
+        distinct.append(u.numel())
+    if math.prod(distinct) == n and all(step is not None and sites == k for (_, step, sites), k in zip(axes, distinct)):
+        lattice = Lattice(tuple(o for o, _, _ in axes), tuple(s for _, s, _ in axes), tuple(distinct))
+        if (lattice.coords(torch.float64, x.device) - x).abs().max().item() <= tol:
+            return "lattice", lattice
+    repeats = d == 1 or any(k < n for k in distinct)
+    if n >= 3 and repeats and torch.unique(x, dim=0).shape[0] == n:
+        return "unordered", None
+    return "nested", None
+
+
+def _unlink(owner: weakref.ref, uid: int, _dead: weakref.ref) -> None:
+    """Weak-reference callback: point set ``uid`` is gone, drop the entries ``owner`` keyed by it."""
+    points = owner()
+    if points is not None:
+        _, keys = points._links.pop(uid, (None, ()))
+        for key in keys:
+            points._cache.pop(key, None)
+
+
 class PointSet:
     """Sample points shared by a minibatch of INRs.
 
+    Every point set knows what the order of its points means (``order``, one of
+    [`ORDERS`][inrnet.field.ORDERS]), because strided layers keep a prefix of scattered
+    points: ``"nested"`` (the default for scattered points) promises that every prefix is
+    itself a good point set, spread over the whole domain (Sobol, Halton, shrunk, Monte
+    Carlo); ``"lattice"`` means the points are their ``lattice`` in C order (strided
+    layers keep sub-lattices); ``"unordered"`` means neither, and
+    [`downsample`][inrnet.field.PointSet.downsample] and
+    [`prefix`][inrnet.field.PointSet.prefix] refuse it. Without ``order`` or ``lattice``
+    it is inferred from ``coords``: the points of a lattice in C order (``grid(shape)``)
+    get that lattice, so ``PointSet(grid(shape))`` is ``PointSet.grid(shape)``; points on
+    a lattice in another order or with holes (a permuted, Fortran-ordered or masked grid)
+    are ``"unordered"``; anything else is ``"nested"``.
+
     Args:
-        coords: Tensor[N, d], finite floating-point coordinates.
-        weights: Tensor[N], positive quadrature weights; default ``volume / N``.
+        coords: Tensor[N, d], finite floating-point coordinates inside ``bounds``.
+        weights: Tensor[N], finite positive quadrature weights; default ``volume / N``.
         bounds: the domain box, ``d`` pairs ``(lo, hi)``; default ``[-1, 1]^d``.
-        lattice: the :class:`Lattice` the points form, if any (enables exact strided
-            layers and nearest-neighbour upsampling with the discrete tie rule).
+        lattice: the [`Lattice`][inrnet.field.Lattice] the points form, in C order, if any
+            (enables exact strided layers and nearest-neighbour upsampling with the
+            discrete tie rule).
+        order: ``"lattice"`` (needs ``lattice``), ``"nested"`` or ``"unordered"``; default
+            inferred as above (``"lattice"`` when ``lattice`` is given).
         parent: the point set this one was derived from, and ``parent_index``
             (Tensor[N]) the positions of these points in it.
+
+    Raises:
+        ValueError: malformed or non-finite coordinates, points outside ``bounds`` (beyond
+            a relative slack of [`BOUNDARY_TOL`][inrnet.field.BOUNDARY_TOL]), weights that
+            are not finite and positive, a lattice of another size, or an unknown order.
     """
 
     def __init__(self, coords: Tensor, weights: Tensor | None = None, *, bounds=None,
-                 lattice: Lattice | None = None, parent: PointSet | None = None,
+                 lattice: Lattice | None = None, order: str | None = None, parent: PointSet | None = None,
                  parent_index: Tensor | None = None):
         if not isinstance(coords, Tensor) or coords.dim() != 2 or not coords.is_floating_point():
             raise ValueError(f"coords must be a floating Tensor[N, d], got "
@@ -115,18 +231,34 @@ class PointSet:
             raise ValueError("coords contain NaN or infinite values")
         self.coords = coords
         self.bounds = _as_bounds(bounds, d)
+        _check_inside(coords, self.bounds, None if parent is None else parent.bounds)
         if weights is None:
             weights = torch.full((n,), self.volume / n, dtype=coords.dtype, device=coords.device)
-        elif weights.shape != (n,) or not bool((weights > 0).all()):
-            raise ValueError(f"weights must be a positive Tensor[{n}], got {tuple(weights.shape)}")
+        elif weights.shape != (n,):
+            raise ValueError(f"weights must be a positive Tensor[{n}], one per point, got {tuple(weights.shape)}")
         self.weights = weights.to(coords)
+        bad = ~(torch.isfinite(self.weights) & (self.weights > 0))  # (N,)
+        if bool(bad.any()):
+            raise ValueError(f"weights must be finite and positive (the measure each point stands for), got "
+                             f"{int(bad.sum())} of {n} that are not, e.g. {self.weights[bad][:3].tolist()}")
         if lattice is not None and lattice.size != n:
             raise ValueError(f"lattice of shape {lattice.shape} has {lattice.size} points, coords have {n}")
+        if order is not None and order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        if order == "lattice" and lattice is None:
+            raise ValueError("order='lattice' needs the lattice= the points form")
+        if order in ("nested", "unordered") and lattice is not None:
+            raise ValueError(f"order={order!r} contradicts lattice={lattice} (a lattice's points are in C order); "
+                             "pass one of them")
+        if order is None:
+            order, lattice = ("lattice", lattice) if lattice is not None else _infer_order(coords, self.bounds)
+        self.order: str = order
         self.lattice = lattice
         self.parent = parent
         self.parent_index = parent_index
         self.uid = next(_uids)
         self._cache: dict[Any, Any] = {}
+        self._links: dict[int, tuple[weakref.ref, list]] = {}
 
     # construction ------------------------------------------------------------------
     @classmethod
@@ -161,8 +293,13 @@ class PointSet:
         return self.n
 
     def __repr__(self) -> str:
-        kind = f"lattice {self.lattice.shape}" if self.lattice is not None else "scattered"
+        kind = f"lattice {self.lattice.shape}" if self.lattice is not None else self.order
         return f"PointSet(n={self.n}, d={self.dim}, {kind}, device={self.device})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without the cache entries tied to other point sets (they are rebuilt on demand)."""
+        linked = {key for _, keys in self._links.values() for key in keys}
+        return {**self.__dict__, "_cache": {k: v for k, v in self._cache.items() if k not in linked}, "_links": {}}
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> PointSet:
         """A copy on ``device`` / in ``dtype`` (caches are not carried over)."""
@@ -170,39 +307,103 @@ class PointSet:
         if coords is self.coords:
             return self
         return PointSet(coords, self.weights.to(device=coords.device, dtype=coords.dtype),
-                        bounds=self.bounds, lattice=self.lattice)
+                        bounds=self.bounds, lattice=self.lattice, order=self.order)
 
     def cached(self, key, build: Callable[[], Any]) -> Any:
-        """``build()`` the first time ``key`` is asked for, the stored result afterwards."""
-        if key not in self._cache:
-            self._cache[key] = build()
-        return self._cache[key]
+        """``build()`` the first time ``key`` is asked for, the stored result afterwards.
+
+        Args:
+            key: hashable; a tuple key may hold other point sets (the query set of a
+                neighbour graph, the source of a resampling plan). Those are stored by
+                ``uid``, not kept alive, and the entry is dropped when any of them is
+                garbage collected, so a stream of fresh query sets against one point set
+                leaves its cache bounded.
+            build: computes the value.
+        """
+        others = [k for k in key if isinstance(k, PointSet) and k is not self] if isinstance(key, tuple) else []
+        if isinstance(key, tuple):
+            key = tuple(("PointSet", k.uid) if isinstance(k, PointSet) else k for k in key)
+        value = self._cache.get(key, _MISSING)  # one lookup: a link may drop entries at any time
+        if value is _MISSING:
+            value = self._cache[key] = build()
+            for other in others:
+                self._link(other, key)
+        return value
+
+    def _link(self, other: PointSet, key) -> None:
+        """Drop the cache entry ``key`` when ``other`` is garbage collected.
+
+        The weak reference to ``other`` lives in this point set, so it (and its callback)
+        dies with it: neither point set keeps the other, nor its cache, alive.
+        """
+        link = self._links.get(other.uid)
+        if link is None:
+            link = self._links[other.uid] = (weakref.ref(other, functools.partial(_unlink, weakref.ref(self), other.uid)),
+                                             [])
+        link[1].append(key)
 
     # derived point sets (memoised) -------------------------------------------------
     def subset(self, index: Tensor, *, weights: Tensor | None = None, bounds=None,
-               lattice: Lattice | None = None) -> PointSet:
-        """The points ``coords[index]`` as a child point set (not memoised)."""
+               lattice: Lattice | None = None, order: str | None = None) -> PointSet:
+        """The points ``coords[index]`` as a child point set (not memoised).
+
+        Args:
+            index: Tensor[M], positions of the kept points in this point set.
+            weights: Tensor[M], their weights (default: their weights here).
+            bounds: the child's domain (default: this one's).
+            lattice: the lattice the kept points form, in C order, if any.
+            order: the child's order (no inference); default ``"lattice"`` with a
+                ``lattice``, ``"nested"`` for an ascending ``index`` into a nested point set
+                (a subsequence of a nested sequence, like the points ``restrict`` keeps),
+                otherwise ``"unordered"``.
+        """
         index = index.to(self.device)
+        if order is None and lattice is None:
+            ascending = index.numel() < 2 or bool((index.diff() > 0).all())
+            order = "nested" if self.order == "nested" and ascending else "unordered"
         return PointSet(self.coords[index], self.weights[index] if weights is None else weights,
-                        bounds=self.bounds if bounds is None else bounds, lattice=lattice,
+                        bounds=self.bounds if bounds is None else bounds, lattice=lattice, order=order,
                         parent=self, parent_index=index)
 
+    def _order_error(self, action: str) -> ValueError:
+        """Why ``action`` (keeping a prefix) is wrong for this point set's order, and what to do."""
+        if self.order == "lattice":
+            return ValueError(f"{self} cannot {action}: a prefix of a lattice in C order is its first rows, not a "
+                              "subsample; downsample(factor) keeps a sub-lattice")
+        return ValueError(f"{self} cannot {action}: its order is 'unordered' (e.g. grid points in another scan "
+                          "order than C order, permuted or with holes), so a prefix covers one part of the domain "
+                          "(the first rows of an image), not a subsample of all of it. Build grid points with "
+                          "PointSet.grid(shape) or pass lattice= (strided layers then keep sub-lattices), or pass "
+                          "order='nested' if every prefix of the points is spread over the whole domain (Sobol, "
+                          "Halton, random order)")
+
     def prefix(self, m: int) -> PointSet:
-        """The first ``m`` points; weights rescaled so the total measure is unchanged."""
+        """The first ``m`` points, a nested point set; weights rescaled so the total measure is unchanged.
+
+        Raises:
+            ValueError: ``m`` is not in ``[1, N]``, or the order is not ``"nested"``.
+        """
         if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= self.n:
             raise ValueError(f"prefix length must be in [1, {self.n}], got {m}")
+        if self.order != "nested":
+            raise self._order_error(f"give a prefix of {m} points")
 
         def build():
             w = self.weights[:m]
-            return self.subset(torch.arange(m, device=self.device), weights=w * (self.weights.sum() / w.sum()))
+            return self.subset(torch.arange(m, device=self.device), weights=w * (self.weights.sum() / w.sum()),
+                               order="nested")
         return self.cached(("prefix", m), build)
 
     def downsample(self, factor: int | Sequence[int]) -> PointSet:
         """Keep one point in ``prod(factor)``.
 
         A lattice keeps every ``factor[k]``-th point along axis ``k`` starting from the
-        first (the points a strided discrete layer outputs); scattered (QMC) points keep
+        first (the points a strided discrete layer outputs); nested (QMC) points keep
         the prefix of ``ceil(N / prod(factor))`` points, itself low-discrepancy.
+
+        Raises:
+            ValueError: a bad ``factor``, or an ``"unordered"`` point set (no prefix and
+                no sub-lattice of it is a subsample).
         """
         factor = tuple(factor) if isinstance(factor, Sequence) else (int(factor),) * self.dim
         if len(factor) != self.dim or any(f < 1 for f in factor):
@@ -210,6 +411,8 @@ class PointSet:
         if all(f == 1 for f in factor):
             return self
         if self.lattice is None:
+            if self.order != "nested":
+                raise self._order_error(f"be downsampled by {factor}")
             return self.prefix(math.ceil(self.n / math.prod(factor)))
 
         def build():
@@ -257,7 +460,7 @@ def check_same_points(a: PointSet, b: PointSet, what: str = "inputs") -> None:
 
 
 class Field:
-    """A batch of functions sampled on one :class:`PointSet`.
+    """A batch of functions sampled on one [`PointSet`][inrnet.field.PointSet].
 
     Args:
         values: Tensor[B, N, C], the values of ``B`` functions with ``C`` channels.

@@ -1,13 +1,18 @@
 """Fixed-radius neighbour search between a query set and a point set, kept as CSR.
 
 For each query point ``q_i`` the neighbours are the points ``x_j`` whose offset
-``x_j - q_i`` lies in a :class:`Support`: a box (orthotope) or ball of given half-widths,
+``x_j - q_i`` lies in a [`Support`][inrnet.neighbors.Support]: a box (orthotope) or ball of given half-widths,
 optionally shifted (even-sized discrete filters centre their support half a cell off the
-output point). With ``reflect=True`` the mirror images of the points across the domain
-boundary count too, each mapped back to the point it mirrors: reflection padding.
+output point). With ``reflect=True`` the mirror images of the points count too, each
+mapped back to the point it mirrors: reflection padding. The mirrors are planes ``inset``
+inside the faces of the box the points tile ([`tiled_box`][inrnet.neighbors.tiled_box]), and only images
+outside that box count (inside it the points speak for themselves): ``inset = 0`` mirrors
+across the faces (numpy's ``'symmetric'``: ``a b c`` pads to ``b a | a b c | c b``), half a
+pixel mirrors about a lattice's outermost pixel centres (torch's ``'reflect'``:
+``c b | a b c | b a``).
 
-The result is computed once per (point set, query set, support, reflect) and cached on the
-point set (:func:`neighbors`); every layer with the same geometry reuses it. Three
+The result is computed once per (point set, query set, support, mirrors) and cached on the
+point set ([`neighbors`][inrnet.neighbors.neighbors]); every layer with the same geometry reuses it. Three
 backends give identical results (candidates are generated differently, then one exact
 float64 test decides membership, with a slack of a few ulps of the coordinates' dtype so
 that lattice points exactly on the support boundary are kept, and pairs are sorted by
@@ -33,12 +38,12 @@ from torch import Tensor
 
 from inrnet.field import BOUNDARY_TOL, PointSet
 
-__all__ = ["Support", "Neighbors", "neighbors", "find_neighbors", "stable_argsort", "BACKENDS"]
+__all__ = ["Support", "Neighbors", "neighbors", "find_neighbors", "tiled_box", "stable_argsort", "BACKENDS"]
 
 BACKENDS = ("auto", "kdtree", "cells", "brute")
 
-#: Relative slack on the support boundary, so lattice points exactly on it are kept.
 SUPPORT_TOL = 1e-6
+"""Relative slack on the support boundary, so lattice points exactly on it are kept."""
 
 
 @dataclass(frozen=True)
@@ -132,21 +137,37 @@ class Neighbors:
 
 
 def neighbors(points: PointSet, queries: PointSet, support: Support, *, reflect: bool = False,
-              backend: str = "auto") -> Neighbors:
+              inset: float | Sequence[float] = 0.0, backend: str = "auto") -> Neighbors:
     """The neighbours of ``queries`` among ``points``, cached on ``points``.
 
     Every backend returns the same pairs, so ``backend`` is not part of the cache key.
+
+    Args:
+        points: the ``N`` points searched.
+        queries: the ``M`` query points.
+        support: the kernel's support around each query.
+        reflect: also count the points' mirror images outside the box they tile
+            (reflection padding; see the module docstring).
+        inset: with ``reflect``, how far inside the box's faces the mirror planes lie, per
+            axis or one number for all (``0``: numpy's ``'symmetric'``; half a pixel:
+            torch's ``'reflect'``).
+        backend: ``"auto"``, ``"kdtree"``, ``"cells"`` or ``"brute"``.
+
+    Returns:
+        The CSR pairs, rows = the ``M`` queries.
     """
     if queries.dim != points.dim:
         raise ValueError(f"query points have dimension {queries.dim}, points have dimension {points.dim}")
     support = support.for_dim(points.dim)
-    key = ("neighbors", queries.uid, support, reflect)
-    return points.cached(key, lambda: find_neighbors(points, queries, support, reflect=reflect, backend=backend))
+    mirrors = _insets(inset, points.dim) if reflect else None
+    key = ("neighbors", queries, support, mirrors)  # dropped once the query set is garbage collected
+    return points.cached(key, lambda: find_neighbors(points, queries, support, reflect=reflect, inset=inset,
+                                                     backend=backend))
 
 
 def find_neighbors(points: PointSet, queries: PointSet, support: Support, *, reflect: bool = False,
-                   backend: str = "auto") -> Neighbors:
-    """Uncached neighbour search; see the module docstring. Prefer :func:`neighbors`."""
+                   inset: float | Sequence[float] = 0.0, backend: str = "auto") -> Neighbors:
+    """Uncached neighbour search; see the module docstring. Prefer [`neighbors`][inrnet.neighbors.neighbors]."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown neighbour backend {backend!r}; choose one of {BACKENDS}")
     if queries.device != points.device:
@@ -161,10 +182,11 @@ def find_neighbors(points: PointSet, queries: PointSet, support: Support, *, ref
     scale = max(1.0, float(x.abs().max()), float(q.abs().max()))
     atol = 4 * scale * max(torch.finfo(points.dtype).eps, torch.finfo(queries.dtype).eps)
     src = torch.arange(points.n, device=points.device)
-    if reflect:
-        x, src = _with_mirrors(x, points.bounds, support, slack=2 * atol)
     center = q + q.new_tensor(support.center)  # (M, d)
     reach = q.new_tensor(support.half_width) * (1 + 2 * SUPPORT_TOL) + 2 * atol
+    if reflect and queries.n:
+        x, src = _with_mirrors(x, tiled_box(points), _insets(inset, points.dim),
+                               center.amin(0) - reach, center.amax(0) + reach)
     if backend == "brute":
         row, j = _brute_candidates(center, x, reach, support.shape)
     elif backend == "kdtree":
@@ -200,34 +222,70 @@ def _sort_keys(keys: Tensor, rows_sorted: bool) -> Tensor:
     return torch.sort(keys).values
 
 
-def _with_mirrors(x: Tensor, bounds, support: Support, slack: float = 0.0) -> tuple[Tensor, Tensor]:
-    """Add the reflections of points across the domain faces that a support can reach
-    (within ``slack`` more, the rounding allowance of the membership test).
+def tiled_box(points: PointSet) -> list[tuple[float, float]]:
+    """The box the points tile, ``d`` pairs ``(lo, hi)``: a lattice's cells (after a stride
+    they no longer fill the domain symmetrically), otherwise the domain."""
+    if points.lattice is None:
+        return list(points.bounds)
+    lat = points.lattice
+    return [(o - h / 2, o + (n - 0.5) * h) for o, h, n in zip(lat.origin, lat.step, lat.shape)]
+
+
+def _insets(inset: float | Sequence[float], dim: int) -> tuple[float, ...]:
+    items = tuple(float(v) for v in inset) if isinstance(inset, Sequence) else (float(inset),) * dim
+    if len(items) != dim or any(not 0 <= v < math.inf for v in items):
+        raise ValueError(f"mirror inset must be {dim} non-negative finite numbers (one per axis), got {inset!r}")
+    return items
+
+
+def _with_mirrors(x: Tensor, box, inset: Sequence[float], need_lo: Tensor, need_hi: Tensor
+                  ) -> tuple[Tensor, Tensor]:
+    """Add the mirror images of points about planes ``inset`` inside the faces of ``box``
+    that fall outside the box and inside ``[need_lo, need_hi]`` (where the supports reach).
+
+    One reflection per face: a support reaching a point that only a second reflection
+    (across the opposite plane too) would produce is an error.
 
     Returns:
         Coordinates Tensor[N', d] (originals first) and Tensor[N'] of the original index
         of each.
     """
-    lo = x.new_tensor([b[0] for b in bounds])
-    hi = x.new_tensor([b[1] for b in bounds])
-    reach = x.new_tensor(support.half_width) * (1 + 2 * SUPPORT_TOL) + x.new_tensor(support.center).abs() + slack
-    if bool((reach > hi - lo).any()):
-        raise ValueError(f"reflection padding needs a support no wider than the domain: reach "
-                         f"{reach.tolist()} against domain {list(bounds)}")
+    lo = x.new_tensor([b[0] for b in box])
+    hi = x.new_tensor([b[1] for b in box])
+    a, b = lo + x.new_tensor(inset), hi - x.new_tensor(inset)  # the mirror planes, (d,) each
+    for k in range(x.shape[1]):
+        if a[k] >= b[k]:  # the planes cross: nothing to reflect, fine while no support leaves the box
+            if need_lo[k] < lo[k] or need_hi[k] > hi[k]:
+                raise ValueError(f"reflection padding along axis {k} needs mirror planes inside the box {box[k]}, "
+                                 f"got planes {inset[k]:.6g} inside its faces (a lattice of one pixel has no "
+                                 "'reflect' padding)")
+            continue
+        # the nearest twice-mirrored images: reflected about b (kept: beyond hi), then about a; and vice versa
+        up, down = x[:, k][2 * b[k] - x[:, k] > hi[k]], x[:, k][2 * a[k] - x[:, k] < lo[k]]
+        low = float(up.max() - 2 * (b[k] - a[k])) if up.numel() else -math.inf
+        high = float(down.min() + 2 * (b[k] - a[k])) if down.numel() else math.inf
+        if low >= float(need_lo[k]) or high <= float(need_hi[k]):
+            raise ValueError(f"reflection padding needs a support no wider than the mirrored points: along axis {k} "
+                             f"the supports reach [{float(need_lo[k]):.6g}, {float(need_hi[k]):.6g}], but one "
+                             f"reflection about {float(a[k]):.6g} and {float(b[k]):.6g} (box {box[k]}) misses the "
+                             f"points a second one would add at {low:.6g} and {high:.6g}; use a smaller support")
     n, d = x.shape
     coords, index = [x], [torch.arange(n, device=x.device)]
     for sides in itertools.product((0, -1, 1), repeat=d):
         if not any(sides):
             continue
         y = x.clone()
+        keep = torch.ones(n, dtype=torch.bool, device=x.device)  # (N,)
         for k, s in enumerate(sides):
             if s == -1:
-                y[:, k] = 2 * lo[k] - y[:, k]
+                y[:, k] = 2 * a[k] - y[:, k]
+                keep &= y[:, k] < lo[k]
             elif s == 1:
-                y[:, k] = 2 * hi[k] - y[:, k]
-        near = ((y >= lo - reach) & (y <= hi + reach)).all(-1)
-        coords.append(y[near])
-        index.append(near.nonzero().squeeze(-1))
+                y[:, k] = 2 * b[k] - y[:, k]
+                keep &= y[:, k] > hi[k]
+        keep &= ((y >= need_lo) & (y <= need_hi)).all(-1)
+        coords.append(y[keep])
+        index.append(keep.nonzero().squeeze(-1))
     return torch.cat(coords), torch.cat(index)
 
 

@@ -46,7 +46,7 @@ def test_fit_then_test_from_a_config_writes_csv_logs_and_checkpoint(data_dir, tm
     assert any(r.get("train/loss") for r in rows) and any(r.get("val/top1/sobol_784") for r in rows)
     saved = yaml.safe_load(open(run / "config.yaml"))
     assert saved["model"]["init_args"]["model"] == "inrnet2"
-    (ckpt,) = (run / "checkpoints").glob("*.ckpt")
+    ckpt = run / "checkpoints" / "last.ckpt"  # ModelCheckpoint(save_last=True), as the guide says
     _run(["test", "--config", str(config), *small, "--ckpt_path", str(ckpt)], tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "runs" / "fashion_mnist_inrnet2" / "version_1" / "metrics.csv")))
     assert {"test/top1/grid_28x28", "test/top3/sobol_784"} <= set(rows[0])
@@ -75,6 +75,13 @@ def test_every_experiment_config_parses(config):
     spec = yaml.safe_load(open(CONFIGS / config))
     assert model.hparams.model == spec["model"]["init_args"]["model"]
     assert type(dm).__name__ == spec["data"]["class_path"].rsplit(".", 1)[-1]
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+def test_ckpt_path_is_read_with_weights_only(subcommand, capsys):
+    with pytest.raises(SystemExit):
+        main([subcommand, "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out)["weights_only"] is True
 
 
 def test_demo_flags_are_checked():
@@ -124,7 +131,7 @@ def test_predict_writes_predictions(data_dir, tmp_path):
     small = ["--data.dataset", str(data_dir), "--data.val_size", "0", "--model.init_args.model_kwargs.widths",
              "[4, 8]", "--data.test_samplers", "[grid:28x28]", *TINY]
     _run(["fit", "--config", str(config), *small], tmp_path)
-    (ckpt,) = (tmp_path / "runs").rglob("*.ckpt")
+    (ckpt,) = (tmp_path / "runs").rglob("last.ckpt")
     out = tmp_path / "pred.pt"
     _run(["predict", "--config", str(config), *small, "--ckpt_path", str(ckpt),
           "--trainer.callbacks+=inrnet.lightning.SavePredictions", f"--trainer.callbacks.path={out}"], tmp_path)
@@ -143,7 +150,7 @@ def test_test_with_batch_norm_recalibration_from_the_command_line(data_dir, tmp_
     small = ["--data.dataset", str(data_dir), "--data.val_size", "0", "--model.init_args.model_kwargs.widths",
              "[4, 8]", "--data.test_samplers", "[sobol:196, sobol:784]", *TINY]
     _run(["fit", "--config", str(config), *small], tmp_path)
-    (ckpt,) = (tmp_path / "runs").rglob("*.ckpt")
+    (ckpt,) = (tmp_path / "runs").rglob("last.ckpt")
     _run(["test", "--config", str(config), *small, "--ckpt_path", str(ckpt),
           "--trainer.callbacks+=inrnet.lightning.RecalibrateNorms", "--trainer.callbacks.num_batches=2"], tmp_path)
     (log,) = [p for p in (tmp_path / "runs").rglob("metrics.csv") if p.parent.name == "version_1"]

@@ -1,14 +1,21 @@
 """Tests for ``inrnet.field``: Lattice, PointSet and Field."""
 
+import gc
 import math
+import pickle
 import re
+import weakref
 
 import pytest
 import torch
+from torch import nn
 
 from inrnet import Field, Lattice, PointSet
+from inrnet.convert import from_torch
 from inrnet.field import check_same_points
-from inrnet.sampling import grid, sobol
+from inrnet.inr import PixelINR, sample
+from inrnet.nn.bspline_conv import BSplineConv
+from inrnet.sampling import grid, halton, shrunk, sobol, uniform
 
 
 def _sobol_points(n=64, d=2, seed=0):
@@ -44,7 +51,7 @@ def test_basic_properties():
     p = _sobol_points(50, 3)
     assert (p.n, p.dim, len(p), p.dtype, p.device.type) == (50, 3, 50, torch.float32, "cpu")
     assert p.bounds == ((-1.0, 1.0),) * 3 and p.volume == 8.0 and p.lattice is None
-    assert "n=50" in repr(p) and "scattered" in repr(p)
+    assert p.order == "nested" and repr(p) == "PointSet(n=50, d=3, nested, device=cpu)"
     assert p.uid != _sobol_points(50, 3).uid
 
 
@@ -76,10 +83,29 @@ def test_bad_coords_raise(coords, match):
     (torch.tensor([1.0, 0.0, 1.0, 1.0]), "positive"),
     (torch.tensor([1.0, -1.0, 1.0, 1.0]), "positive"),
     (torch.tensor([1.0, float("nan"), 1.0, 1.0]), "positive"),
+    (torch.tensor([1.0, float("inf"), 1.0, 1.0]), r"finite and positive.*1 of 4.*\[inf\]"),
+    (torch.tensor([-float("inf"), 1.0, 1.0, 1.0]), r"finite and positive.*\[-inf\]"),
+    (torch.full((4,), 1e300, dtype=torch.float64), r"finite.*4 of 4"),  # inf once cast to the coords' float32
 ])
 def test_bad_weights_raise(weights, match):
     with pytest.raises(ValueError, match=match):
         PointSet(torch.zeros(4, 2), weights)
+
+
+def test_points_outside_the_bounds_raise():
+    # pixel units in [3, 5]^2 against the default domain [-1, 1]^2: every integral would be wrong
+    with pytest.raises(ValueError, match=r"coordinate 0 of the points spans \[3, 5\], outside the domain "
+                                         r"\[-1, 1\] x \[-1, 1\].*bounds="):
+        PointSet(torch.tensor([[3.0, 4.0], [5.0, 5.0]]))
+    assert PointSet(torch.tensor([[3.0, 4.0], [5.0, 5.0]]), bounds=[(3, 5), (3, 5)]).volume == 4.0
+    with pytest.raises(ValueError, match=r"coordinate 1 .*\[-0.5, 1.0001\]"):
+        PointSet(torch.tensor([[0.0, -0.5], [0.0, 1.0001]]))
+    with pytest.raises(ValueError, match=r"coordinate 0 .*\[-2, 0\].*\[-1, 1\]"):
+        PointSet(torch.tensor([[-2.0], [0.0]]))
+    # points on the boundary, and within BOUNDARY_TOL of it, are inside
+    edge = torch.tensor([[-1.0, 1.0], [1.0 + 5e-7, -1.0 - 5e-7]])
+    assert PointSet(edge).n == 2
+    assert PointSet(torch.tensor([[10.0]], dtype=torch.float64), bounds=[(0.0, 10.0)]).n == 1
 
 
 def test_bad_bounds_and_lattice_raise():
@@ -104,6 +130,115 @@ def test_grid_point_set(shape):
 def test_grid_point_set_equals_sampling_grid_exactly(shape):
     p = PointSet.grid(shape)
     check_same_points(p, PointSet(grid(shape)))
+
+
+# --------------------------------------------------------------------------------------
+# Order: lattice, nested or unordered
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(1,), (2,), (7,), (1, 8), (8, 8), (6, 4), (11, 27), (2, 3, 4)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_raw_grid_coordinates_are_the_grid_lattice(shape, dtype):
+    p = PointSet(grid(shape, dtype=dtype))
+    assert p.order == "lattice" and p.lattice == Lattice.grid(shape) and repr(p).count(f"lattice {shape}") == 1
+
+
+def test_raw_grid_coordinates_downsample_like_the_grid():
+    # The 8x8 grid with stride 2 kept its first 16 points, the two top rows of the image.
+    raw, lattice = PointSet(grid((8, 8))).downsample(2), PointSet.grid((8, 8)).downsample(2)
+    assert raw.lattice == lattice.lattice and torch.equal(raw.coords, lattice.coords)
+    assert raw.coords[:, 0].unique().tolist() == [-0.875, -0.375, 0.125, 0.625]  # rows 0, 2, 4, 6
+
+
+def _small_strided_cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2, padding=1),
+                         nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(6, 5)).double().eval()
+
+
+def test_a_converted_strided_cnn_is_exact_on_raw_grid_coordinates():
+    # inrnet.sample(inrs, grid(shape)) wraps raw coordinates in a PointSet: it must see the lattice.
+    cnn = _small_strided_cnn()
+    inet = from_torch(cnn, (8, 8))
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    out = inet(sample(PixelINR(x), grid((8, 8), dtype=torch.float64)))
+    torch.testing.assert_close(out, cnn(x), rtol=1e-10, atol=1e-10)
+
+
+def _permuted(shape):
+    return grid(shape)[torch.randperm(math.prod(shape), generator=torch.Generator().manual_seed(0))]
+
+
+def _fortran(shape):
+    return grid(shape[::-1]).flip(-1)  # the last axis varies slowest
+
+
+def _masked(shape):
+    return grid(shape)[torch.rand(math.prod(shape), generator=torch.Generator().manual_seed(0)) < 0.7]
+
+
+@pytest.mark.parametrize("coords", [_permuted((8, 8)), _permuted((4, 3, 2)), _fortran((4, 6)), _masked((8, 8)),
+                                    grid((7,)).flip(0), grid((16, 16))[:200]], ids=lambda c: str(tuple(c.shape)))
+def test_grids_in_a_scan_order_are_unordered_and_refuse_prefixes(coords):
+    p = PointSet(coords)
+    assert p.order == "unordered" and p.lattice is None and "unordered" in repr(p)
+    fix = r"PointSet.grid\(shape\).*lattice=.*order='nested'"
+    with pytest.raises(ValueError, match=r"cannot be downsampled by \(2(, 2)*,?\).*'unordered'.*first rows.*" + fix):
+        p.downsample(2)
+    with pytest.raises(ValueError, match=r"cannot give a prefix of 3 points.*" + fix):
+        p.prefix(3)
+    with pytest.raises(ValueError, match="unordered"):
+        BSplineConv(1, 1, (3,) * p.dim, spacing=0.25, stride=2)(Field(torch.randn(1, p.n, 1), p))
+
+
+@pytest.mark.parametrize("coords", [sobol(64, 2, seed=0), sobol(2, 2, seed=1), sobol(100, 1, seed=2), halton(50, 3),
+                                    uniform(30, 2, seed=0), shrunk(64, 2, seed=0), torch.zeros(4, 2)],
+                         ids=lambda c: str(tuple(c.shape)))
+def test_scattered_points_are_nested(coords):
+    p = PointSet(coords)
+    assert p.order == "nested" and p.lattice is None
+    assert p.downsample(2) is p.prefix(math.ceil(p.n / 2 ** p.dim))
+
+
+def test_equally_spaced_lattices_that_are_not_cell_centres():
+    p = PointSet(torch.cartesian_prod(torch.linspace(-1, 1, 5), torch.linspace(-1, 1, 3)))
+    assert p.order == "lattice" and p.lattice.shape == (5, 3) and p.lattice.origin == (-1.0, -1.0)
+    assert p.lattice.step == pytest.approx((0.5, 1.0), rel=1e-12)
+    torch.testing.assert_close(p.downsample(2).coords, p.coords.reshape(5, 3, 2)[::2, ::2].reshape(-1, 2))
+    top = PointSet(grid((8, 8))[:16])  # the first two rows of a grid, in C order
+    assert top.lattice == Lattice((-0.875, -0.875), (0.25, 0.25), (2, 8))
+
+
+def test_an_explicit_order_wins():
+    nested = PointSet(grid((8, 8)), order="nested")
+    assert nested.lattice is None and nested.downsample(2) is nested.prefix(16)
+    with pytest.raises(ValueError, match="unordered"):
+        PointSet(sobol(64, 2, seed=0), order="unordered").downsample(2)
+    assert PointSet(_permuted((8, 8)), order="nested").downsample(2).n == 16
+    lattice = PointSet(grid((2, 2)), lattice=Lattice.grid((2, 2)), order="lattice")
+    assert lattice.order == "lattice" and lattice.lattice == Lattice.grid((2, 2))
+    with pytest.raises(ValueError, match=r"order='lattice' needs the lattice="):
+        PointSet(grid((2, 2)), order="lattice")
+    with pytest.raises(ValueError, match=r"order='nested' contradicts lattice=Lattice"):
+        PointSet(grid((2, 2)), lattice=Lattice.grid((2, 2)), order="nested")
+    with pytest.raises(ValueError, match=r"order must be one of \('lattice', 'nested', 'unordered'\), got 'sobol'"):
+        PointSet(grid((2, 2)), order="sobol")
+
+
+def test_derived_point_sets_keep_their_order():
+    s = _sobol_points(256)
+    assert s.prefix(10).order == "nested" and s.downsample(2).order == "nested"
+    assert s.restrict([(-0.5, 0.5)] * 2).order == "nested"  # a subsequence keeps its prefixes spread out
+    assert s.subset(torch.tensor([1, 5, 9])).order == "nested"
+    assert s.subset(torch.tensor([9, 5, 1])).order == "unordered"
+    assert s.subset(torch.tensor([9, 5, 1]), order="nested").order == "nested"
+    g = PointSet.grid((8, 8))
+    assert g.downsample(2).order == "lattice" and g.restrict([(-0.5, 0.5)] * 2).order == "lattice"
+    assert g.subset(torch.tensor([0, 2, 3])).order == "unordered"
+    assert PointSet(_permuted((8, 8))).restrict([(-0.5, 0.5)] * 2).order == "unordered"
+    assert g.to(dtype=torch.float64).order == "lattice" and s.to(dtype=torch.float64).order == "nested"
+    with pytest.raises(ValueError, match=r"prefix of 8 points: a prefix of a lattice .* first rows.*downsample"):
+        g.prefix(8)
 
 
 # --------------------------------------------------------------------------------------
@@ -223,6 +358,39 @@ def test_subset_and_cached():
     calls = []
     first = p.cached("k", lambda: calls.append(1) or object())
     assert p.cached("k", lambda: calls.append(1) or object()) is first and calls == [1]
+
+
+def test_cache_entries_keyed_by_another_point_set_die_with_it():
+    p, q = _sobol_points(16), _sobol_points(8, seed=1)
+    first = p.cached(("pair", q, 3), lambda: torch.zeros(5))
+    assert p.cached(("pair", q, 3), lambda: torch.ones(5)) is first
+    assert p.cached(("self", p), lambda: 1) == 1  # a key holding the point set itself needs no link
+    child = p.prefix(4)
+    assert len(p._cache) == 3
+    del q, first
+    gc.collect()
+    assert list(p._cache.values()) == [1, child]
+
+
+def test_a_long_lived_query_set_keeps_no_point_set_alive():
+    q = _sobol_points(8, seed=1)
+    refs = []
+    for seed in range(20):
+        p = _sobol_points(16, seed=seed)
+        p.cached(("pair", q), lambda: torch.zeros(1000))
+        refs.append(weakref.ref(p))
+    del p
+    gc.collect()
+    assert all(r() is None for r in refs) and weakref.getweakrefcount(q) == 0
+
+
+def test_pickling_drops_the_entries_tied_to_other_point_sets():
+    p, q = PointSet.grid((4, 4)), PointSet.grid((2, 2))
+    p.cached(("pair", q), lambda: 1)
+    child = p.downsample(2)
+    copy = pickle.loads(pickle.dumps(p))
+    assert list(copy._cache) == [("downsample", (2, 2))] and copy.order == "lattice"
+    assert torch.equal(copy.downsample(2).coords, child.coords)
 
 
 def test_to_same_device_is_identity_and_dtype_converts():

@@ -3,13 +3,15 @@
 import functools
 import itertools
 import math
+import os
 
 import pytest
 import torch
 
-from inrnet import Neighbors, PointSet, Support
+from inrnet import Field, Neighbors, PointSet, Support
+from inrnet.models.inr_nets import INRNetSegmenter
 from inrnet.neighbors import BACKENDS, _cell_candidates, find_neighbors, neighbors
-from inrnet.sampling import sobol, uniform
+from inrnet.sampling import grid, sobol, uniform
 
 SEARCH_BACKENDS = ["brute", "kdtree", "cells"]
 HALF_WIDTH = {1: (0.15,), 2: (0.3, 0.2), 3: (0.5, 0.45, 0.4)}
@@ -236,6 +238,49 @@ def test_cache_returns_the_same_object():
     assert neighbors(points, queries, Support(0.2, "ball")) is not first
     assert neighbors(points, points, Support(0.2)) is not first
     assert find_neighbors(points, queries, Support(0.2)) is not first
+
+
+def test_fresh_query_sets_leave_the_cache_bounded():
+    # Each neighbour graph lives on `points` only as long as its query set does.
+    points = _points(2)
+    sizes = []
+    for seed in range(300):
+        queries = PointSet(sobol(32, 2, seed=seed))
+        assert neighbors(points, queries, Support(0.2)) is neighbors(points, queries, Support(0.2))
+        sizes.append(len(points._cache))
+    del queries
+    assert max(sizes) == 1 and len(points._cache) == 0
+
+
+def _segmenter_steps(steps: int, shape=(16, 16), labels: int = 64, multiscale: bool = False, on_step=None):
+    """Train-like steps of a segmenter on one fixed grid, scored at fresh random label points
+    (what the segmentation DataModule's ``train_label_points`` does)."""
+    points = PointSet.grid(shape)
+    model = INRNetSegmenter(3, 4, width=4, multiscale=multiscale, base_resolution=shape[0])
+    field = Field(torch.rand(2, points.n, 3), points)
+    for step in range(steps):
+        pick = torch.randperm(points.n)[:labels]
+        model(field, PointSet(grid(shape)[pick])).values.square().mean().backward()
+        if on_step is not None:
+            on_step(step, points)
+
+
+@pytest.mark.parametrize("multiscale", [False, True])
+def test_a_segmenter_scored_at_fresh_label_points_keeps_its_caches_bounded(multiscale):
+    sizes = []
+    _segmenter_steps(60, multiscale=multiscale, on_step=lambda step, points: sizes.append(len(points._cache)))
+    assert len(set(sizes)) == 1, sizes  # each step's graphs and gather plans go with its label points
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads the resident set size from /proc")
+def test_a_segmenter_scored_at_fresh_label_points_keeps_its_memory_flat():
+    def rss_mb() -> float:
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    rss = {}
+    _segmenter_steps(250, shape=(32, 32), labels=256,
+                     on_step=lambda step, points: rss.setdefault(step, rss_mb()) if step in (49, 249) else None)
+    assert rss[249] - rss[49] < 40  # about 120 MB when every step left its graphs in the cache
 
 
 def test_support_normalisation_and_volume():

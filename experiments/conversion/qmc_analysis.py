@@ -194,7 +194,7 @@ def main() -> None:
         d, a, c = [], [], []
         for seed in seeds:
             start, end = hierarchical_path(seed)
-            points = PointSet(((1 - t) * start + t * end).float())
+            points = PointSet(((1 - t) * start + t * end).float(), order="nested")  # prefixes are sub-lattices
             o = logits_of(inet, lambda s: sample(inr_sub[s], points), n_sub)
             d.append(relative_drift(o, base))
             a.append(float((o.argmax(1) == base.argmax(1)).float().mean()))

@@ -1,8 +1,8 @@
 """Convert discrete CNNs into INR-Nets (paper §4.1, Property 4; App. E.2).
 
-:func:`from_torch` traces a CNN with ``torch.fx`` and rebuilds it from continuous layers
+[`from_torch`][inrnet.convert.from_torch] traces a CNN with ``torch.fx`` and rebuilds it from continuous layers
 with the same weights; sampled on ``grid(input_shape)`` it reproduces the CNN.
-:func:`from_pretrained` does the same for timm and torchvision weights (failing fast
+[`from_pretrained`][inrnet.convert.from_pretrained] does the same for timm and torchvision weights (failing fast
 without a network). See ``docs/conversion.md`` for the layer-by-layer rules, what is
 exact, and what changes on QMC points.
 """

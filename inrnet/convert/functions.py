@@ -2,10 +2,10 @@
 
 Calls on plain tensors are copied unchanged; a call with a feature-map argument is looked
 up here by its target (a function, or ``("method", name)``) and lowered to a call on the
-field (:mod:`inrnet.convert.ops`), to a module (functional pooling becomes the module's
+field (`inrnet.convert.ops`), to a module (functional pooling becomes the module's
 rule), or to an alias (``permute`` between channels-first and channels-last only changes
 how later calls read the values; ``contiguous`` is the identity). Anything else raises a
-:class:`~inrnet.convert.rules.ConversionError` naming the function and its path.
+[`ConversionError`][inrnet.convert.ConversionError] naming the function and its path.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from torch import fx, nn
 from inrnet.convert import ops
 from inrnet.convert.layers import BoxPool
 from inrnet.convert.rules import ConversionError, NodeInfo, Site, find_rule
-from inrnet.convert.windows import flatten_field
+from inrnet.convert.windows import check_upsample_mode, flatten_field
 from inrnet.field import PointSet, check_same_points
 
 __all__ = ["Lowered", "Call", "FUNCTION_RULES", "register_function"]
@@ -258,8 +258,17 @@ _FUNCTIONAL_MODULES = {
     F.avg_pool1d: nn.AvgPool1d, F.avg_pool2d: nn.AvgPool2d, F.avg_pool3d: nn.AvgPool3d,
     F.adaptive_avg_pool1d: nn.AdaptiveAvgPool1d, F.adaptive_avg_pool2d: nn.AdaptiveAvgPool2d,
     F.adaptive_avg_pool3d: nn.AdaptiveAvgPool3d, F.dropout: nn.Dropout, F.dropout1d: nn.Dropout1d,
-    F.dropout2d: nn.Dropout2d, F.dropout3d: nn.Dropout3d, F.interpolate: nn.Upsample,
+    F.dropout2d: nn.Dropout2d, F.dropout3d: nn.Dropout3d,
 }
+
+
+def _lower_module(call: Call, x: fx.Node, module: nn.Module) -> Lowered:
+    """Lower the call as ``module`` applied to the feature map ``x``, by the module's rule."""
+    site = Site(call.path, call.info(x), call.out_shape())
+    new, points = find_rule(module)(module, site)
+    if new is None:
+        return Lowered(alias=x, points=points, layout=site.layout)
+    return Lowered(module=new, args=(x,), points=points, layout=site.layout)
 
 
 @register_function(*_FUNCTIONAL_MODULES)
@@ -275,8 +284,20 @@ def _functional_module(call: Call) -> Lowered:
         module = cls(*args, **kwargs)
     except TypeError as e:
         raise call.error(f"cannot rebuild {cls.__name__} from its arguments: {e}") from None
-    site = Site(call.path, call.info(x), call.out_shape())
-    new, points = find_rule(module)(module, site)
-    if new is None:
-        return Lowered(alias=x, points=points, layout=site.layout)
-    return Lowered(module=new, args=(x,), points=points, layout=site.layout)
+    return _lower_module(call, x, module)
+
+
+@register_function(F.interpolate)
+def _interpolate(call: Call) -> Lowered:
+    """``F.interpolate`` (by ``size`` or ``scale_factor``): the rule of ``nn.Upsample`` with its arguments.
+
+    ``antialias`` is dropped: torch allows it only for interpolating modes, which do not convert.
+    """
+    x = call.only_field(0)
+    args, kwargs = _constants(call)
+    bound = inspect.signature(F.interpolate).bind(x, *args, **kwargs)
+    bound.apply_defaults()
+    arguments = {k: v for k, v in bound.arguments.items() if k not in ("input", "antialias")}
+    if (reason := check_upsample_mode(arguments["mode"])) is not None:
+        raise call.error(reason)
+    return _lower_module(call, x, nn.Upsample(**arguments))

@@ -1,20 +1,20 @@
 """Convert a CNN by tracing it with ``torch.fx`` and rebuilding its graph on fields.
 
-1. **Trace** (:func:`trace`): ``torch.fx`` records the CNN's forward as a graph of module
+1. **Trace** ([`trace`][inrnet.convert.trace]): ``torch.fx`` records the CNN's forward as a graph of module
    calls, function calls and method calls. Modules with a conversion rule, ``torch.nn``
    layers and timm's untraceable modules are leaves; everything else (blocks, Sequentials,
    heads) is traced through, so residual additions, concatenations, squeeze-excitation,
    permutes and flattens appear as nodes.
 2. **Geometry**: a batch of one zeros at ``input_shape`` runs through the trace
    (``ShapeProp``) to record every node's tensor shape. Walking the graph, each node is
-   either a *feature map* (a field; its :class:`~inrnet.convert.rules.NodeInfo` holds the
+   either a *feature map* (a field; its [`NodeInfo`][inrnet.convert.NodeInfo] holds the
    lattice of points it lives on when the input is sampled on ``grid(input_shape)``, and
    whether the CNN holds it channels-first or -last) or a plain tensor. The input is a
    field on the grid; rules give the output points of every layer, and each is checked
    against the CNN's spatial shape at that node.
 3. **Rebuild**: module calls on feature maps are replaced by their continuous layers
-   (:mod:`~inrnet.convert.rules`), function calls by calls on fields
-   (:mod:`~inrnet.convert.functions`); calls on plain tensors are copied with the modules
+   (`rules`), function calls by calls on fields
+   (`functions`); calls on plain tensors are copied with the modules
    they use. Weights are copied; every parameter keeps its name and path.
 
 The result is a ``torch.fx.GraphModule`` with ``forward(field, query=None)``; ``print(model.code)``
@@ -49,16 +49,32 @@ def _timm_notrace() -> tuple[list[type], list]:
 
 
 class _Tracer(fx.Tracer):
-    """Leaves: modules with a rule, ``torch.nn`` layers (not containers), timm's untraceable modules."""
+    """Leaves: modules with a rule, ``torch.nn`` layers (not containers), timm's untraceable modules.
+
+    When tracing fails, ``failed_in`` is the path and module of the innermost submodule
+    whose call raised (``None`` if the top-level forward itself did).
+    """
 
     def __init__(self, leaf_types: Sequence[type], autowrap_functions: Sequence):
         super().__init__(autowrap_functions=tuple(autowrap_functions))
         self.leaf_types = tuple(leaf_types)
+        self.failed_in: tuple[str, nn.Module] | None = None
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         if isinstance(m, self.leaf_types) or find_rule(m) is not None:
             return True
         return super().is_leaf_module(m, qualname)
+
+    def call_module(self, m: nn.Module, forward, args, kwargs):
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:  # the innermost call unwinds first
+                try:
+                    self.failed_in = (self.path_of_module(m), m)
+                except NameError:  # not a submodule of the root: the enclosing call names the place
+                    pass
+            raise
 
 
 def trace(cnn: nn.Module, leaf_modules: Sequence[type] = ()) -> fx.GraphModule:
@@ -68,8 +84,12 @@ def trace(cnn: nn.Module, leaf_modules: Sequence[type] = ()) -> fx.GraphModule:
     try:
         graph = tracer.trace(cnn)
     except Exception as e:  # fx raises TraceError, TypeError, ... from user code
-        raise ConversionError(f"torch.fx cannot trace {type(cnn).__name__}: {type(e).__name__}: {e}. Modules with "
-                              "data-dependent control flow must be leaves: pass leaf_modules=(TheModule,) and "
+        where, leaf = "", "TheModule"
+        if tracer.failed_in is not None:
+            path, module = tracer.failed_in
+            where, leaf = f" in submodule '{path}' ({type(module).__name__})", type(module).__name__
+        raise ConversionError(f"torch.fx cannot trace {type(cnn).__name__}{where}: {type(e).__name__}: {e}. Modules "
+                              f"with data-dependent control flow must be leaves: pass leaf_modules=({leaf},) and "
                               "register a rule for it with inrnet.convert.register_rule") from e
     return fx.GraphModule(tracer.root, graph, type(cnn).__name__)
 
@@ -276,7 +296,7 @@ def from_torch(cnn: nn.Module, input_shape: Sequence[int], *, in_channels: int |
     Returns:
         A ``torch.fx.GraphModule`` with ``forward(field, query=None)``: ``field`` holds
         values Tensor[B, N, in_channels] on any points of ``[-1, 1]^d``; it returns what the
-        CNN returns (e.g. logits Tensor[B, classes]), or a :class:`~inrnet.Field` for a
+        CNN returns (e.g. logits Tensor[B, classes]), or a [`Field`][inrnet.field.Field] for a
         fully convolutional CNN, then resampled (nearest neighbour) at ``query`` points if
         given. On ``grid(input_shape)`` samples the output equals the CNN's on the image.
         It is in the CNN's train/eval mode.
@@ -284,6 +304,9 @@ def from_torch(cnn: nn.Module, input_shape: Sequence[int], *, in_channels: int |
     Raises:
         ConversionError: naming the unsupported module or function and its path.
     """
+    if not isinstance(cnn, nn.Module):
+        raise TypeError(f"inrnet.convert.from_torch needs an nn.Module, got {type(cnn).__name__} {cnn!r}; wrap a "
+                        "function in an nn.Module whose forward calls it")
     input_shape = tuple(int(s) for s in input_shape)
     if not input_shape or any(s < 1 for s in input_shape):
         raise ValueError(f"input_shape must be positive sizes, got {input_shape}")

@@ -1,21 +1,21 @@
-"""Layers a converted CNN needs beyond :mod:`inrnet.nn`.
+"""Layers a converted CNN needs beyond [`inrnet.nn`][inrnet.nn].
 
-* :class:`BoxPool`: the weighted mean of a field over fixed boxes of the domain, one output
+* [`BoxPool`][inrnet.convert.BoxPool]: the weighted mean of a field over fixed boxes of the domain, one output
   per box. The boxes are computed once, at conversion, from the feature map's lattice
-  (:func:`adaptive_boxes`): on that lattice they hold exactly the pixels
+  ([`adaptive_boxes`][inrnet.convert.adaptive_boxes]): on that lattice they hold exactly the pixels
   ``torch.nn.AdaptiveAvgPool2d`` averages (also for sizes that do not divide, where torch's
   windows overlap, and for outputs larger than the input, where they repeat pixels), and
   one box per pixel turns ``torch.flatten`` of a feature map into a lookup. On other point
   sets each output is the QMC mean of the field over its box: the region nearest to the
   pixels torch would average.
-* :class:`CroppedBSplineConv`: a zero-padded B-spline convolution whose outputs are cropped
+* [`CroppedBSplineConv`][inrnet.convert.CroppedBSplineConv]: a zero-padded B-spline convolution whose outputs are cropped
   to a box, for discrete paddings between ``0`` and ``'same'`` (even kernels with
   symmetric padding, TensorFlow's asymmetric ``SAME``).
-* :class:`StridedChannelMixing`: a strided ``1 x 1`` convolution (downsample, then mix).
-* :class:`BatchNormAct`: batch norm followed by dropout and an activation (timm's
+* [`StridedChannelMixing`][inrnet.convert.StridedChannelMixing]: a strided ``1 x 1`` convolution (downsample, then mix).
+* [`BatchNormAct`][inrnet.convert.BatchNormAct]: batch norm followed by dropout and an activation (timm's
   ``BatchNormAct2d``), with torch's parameter names.
-* :class:`ChannelDropout`: ``nn.Dropout{1,2,3}d`` on channels-last values.
-* :class:`UpsampleToAncestor`: nearest-neighbour upsampling back to the point set a feature
+* `ChannelDropout`: ``nn.Dropout{1,2,3}d`` on channels-last values.
+* `UpsampleToAncestor`: nearest-neighbour upsampling back to the point set a feature
   map was strided from (``nn.Upsample(scale_factor=2)``).
 """
 
@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from inrnet.field import Field, Lattice, PointSet
 from inrnet.nn import BSplineConv, ChannelMixing
 from inrnet.nn.norm import BatchNorm
+from inrnet.nn.pool import adaptive_bins
 from inrnet.nn.pointwise import check_field
 from inrnet.nn.resample import downsample, upsample
 
@@ -44,7 +45,7 @@ def adaptive_boxes(lattice: Lattice, output_size: Sequence[int]) -> Boxes:
     """The boxes over which ``torch.nn.AdaptiveAvgPool{d}d(output_size)`` averages a lattice.
 
     Output ``i`` of an axis with ``n`` pixels averages pixels ``floor(i n / m) ..
-    ceil((i + 1) n / m) - 1``; its box is the union of their cells, a pixel's cell being
+    ceil((i + 1) n / m) - 1`` ([`adaptive_bins`][inrnet.nn.pool.adaptive_bins]); its box is the union of their cells, a pixel's cell being
     the part of the axis nearer to it than to any other pixel (the outermost cells reach
     to infinity, so that every point of the domain is in a cell even when the strided
     lattice sits off-centre).
@@ -57,7 +58,7 @@ def adaptive_boxes(lattice: Lattice, output_size: Sequence[int]) -> Boxes:
     boxes = []
     for o, h, n, m in zip(lattice.origin, lattice.step, lattice.shape, output_size):
         edges = [-math.inf] + [o + (j - 0.5) * h for j in range(1, n)] + [math.inf]  # cell j is [edges[j], edges[j+1])
-        boxes.append(tuple((edges[i * n // m], edges[-(-(i + 1) * n // m)]) for i in range(m)))
+        boxes.append(tuple((edges[start], edges[stop]) for start, stop in adaptive_bins(n, m)))
     return tuple(boxes)
 
 
@@ -109,11 +110,11 @@ def box_means(field: Field, boxes: Boxes) -> Tensor:
 
 
 class BoxPool(nn.Module):
-    """Field -> Tensor: means over fixed boxes (adaptive average pooling, flatten); see :func:`box_means`.
+    """Field -> Tensor: means over fixed boxes (adaptive average pooling, flatten); see `box_means`.
 
     Args:
         boxes: per axis, the intervals ``(lo, hi)``; ``None`` is one box covering all points
-            (the global weighted mean, :func:`inrnet.nn.functional.global_avg_pool`).
+            (the global weighted mean, [`inrnet.nn.functional.global_avg_pool`][inrnet.nn.pool.global_avg_pool]).
         dim: the number of axes (needed when ``boxes`` is None).
         flatten: return ``torch.flatten(out, 1)``; with ``channels_last`` the features are
             ordered as a flattened ``[B, *m, C]`` tensor.
@@ -147,7 +148,7 @@ class BoxPool(nn.Module):
 
 
 class CroppedBSplineConv(BSplineConv):
-    """A zero-padded :class:`~inrnet.nn.BSplineConv` with outputs only inside a box.
+    """A zero-padded [`BSplineConv`][inrnet.nn.bspline_conv.BSplineConv] with outputs only inside a box.
 
     A discrete convolution padded by less than ``'same'`` on a side has no outputs where
     its window would reach past the padding; here the output points are
@@ -155,7 +156,8 @@ class CroppedBSplineConv(BSplineConv):
 
     Args:
         crop: per axis ``(lo, hi)``, either ``None`` to keep the domain's bound.
-        Other arguments: see :class:`~inrnet.nn.BSplineConv` (``padding`` is ``'zeros'``).
+        *args: positional arguments of [`BSplineConv`][inrnet.nn.bspline_conv.BSplineConv].
+        **kwargs: its keyword arguments, except ``padding`` (always ``'zeros'``).
     """
 
     def __init__(self, *args, crop: Sequence[tuple[float | None, float | None]], **kwargs):
@@ -177,8 +179,10 @@ class StridedChannelMixing(ChannelMixing):
     """A strided ``1 x 1`` convolution: keep one point in ``prod(stride)``, then mix channels.
 
     Args:
-        stride: per axis; see :meth:`inrnet.PointSet.downsample`.
-        Other arguments: see :class:`~inrnet.nn.ChannelMixing`.
+        stride: per axis; see [`inrnet.PointSet.downsample`][inrnet.field.PointSet.downsample].
+        in_channels: ``C_in``.
+        out_channels: ``C_out``.
+        bias: learn a bias per output channel.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: Sequence[int], bias: bool = True):

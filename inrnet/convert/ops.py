@@ -2,7 +2,7 @@
 
 A traced CNN applies functions to tensors ``[B, C, *S]`` (``layout="first"``) or, between
 permutes, ``[B, *S, C]`` (``layout="last"``); in the converted graph the same values are a
-:class:`~inrnet.Field` with values ``[B, N, C]``. These functions apply the CNN's operation
+[`Field`][inrnet.field.Field] with values ``[B, N, C]``. These functions apply the CNN's operation
 to the field's values, with tensors that broadcast against a feature map (``[B, C, 1, 1]``
 squeeze-excitation gates, ``[C, 1, 1]`` layer scales, scalars) reshaped to ``[B, 1, C]``.
 """
@@ -22,15 +22,15 @@ from inrnet.nn.resample import upsample
 
 __all__ = ["check_input", "binary", "concat", "pointwise", "finish", "BINARY", "POINTWISE"]
 
-#: The binary operations :func:`binary` applies, by name (generated code refers to them by name).
 BINARY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv}
+"""The binary operations `binary` applies, by name (generated code refers to them by name)."""
 
-#: The functions :func:`pointwise` applies to values: elementwise ones, and (on channels-last
-#: feature maps) ``layer_norm`` and ``linear`` over the channels.
 POINTWISE = {"relu": F.relu, "relu6": F.relu6, "hardswish": F.hardswish, "hardsigmoid": F.hardsigmoid,
              "silu": F.silu, "gelu": F.gelu, "mish": F.mish, "elu": F.elu, "leaky_relu": F.leaky_relu,
              "softplus": F.softplus, "hardtanh": F.hardtanh, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
              "layer_norm": F.layer_norm, "linear": F.linear}
+"""The functions `pointwise` applies to values: elementwise ones, and (on channels-last
+feature maps) ``layer_norm`` and ``linear`` over the channels."""
 
 
 def _traceable(fn: Callable) -> Callable:
@@ -48,7 +48,7 @@ def _traceable(fn: Callable) -> Callable:
 
 @_traceable
 def check_input(field, channels: int, dim: int) -> Field:
-    """The converted model's input: a :class:`Field` with ``channels`` channels on ``dim``-d points."""
+    """The converted model's input: a [`Field`][inrnet.field.Field] with ``channels`` channels on ``dim``-d points."""
     if not isinstance(field, Field):
         shape = tuple(field.shape) if isinstance(field, Tensor) else type(field).__name__
         raise TypeError(f"a converted model takes a Field, got {shape}; sample INRs on points, e.g. "
@@ -87,8 +87,9 @@ def binary(op: str, a, b, layout: str, ndim: int) -> Field:
     strided differently is an error, not a silent resampling).
 
     Args:
-        op: a key of :data:`BINARY` (``"add"``, ``"sub"``, ``"mul"``, ``"truediv"``).
-        a, b: Fields, tensors broadcasting against the CNN's feature map, or scalars.
+        op: a key of `BINARY` (``"add"``, ``"sub"``, ``"mul"``, ``"truediv"``).
+        a: a Field, a tensor broadcasting against the CNN's feature map, or a scalar.
+        b: likewise.
         layout: ``"first"`` or ``"last"``, the CNN's layout at this node.
         ndim: the CNN's tensor rank at this node (``2 + d``).
 

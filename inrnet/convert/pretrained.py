@@ -1,4 +1,4 @@
-"""Pretrained CNNs from timm and torchvision, converted: :func:`from_pretrained`.
+"""Pretrained CNNs from timm and torchvision, converted: [`from_pretrained`][inrnet.convert.from_pretrained].
 
 Weights come from the library's cache when present, else from the network (timm: the
 Hugging Face Hub; torchvision: ``download.pytorch.org``), or from a local ``checkpoint``
@@ -7,7 +7,7 @@ file (a state dict, ``.pth`` or ``.safetensors``), which never touches the netwo
 Without a network both hubs would retry for a long time (timm about 46 s) and fail deep
 inside their clients. Here a missing network is detected first (``HF_HUB_OFFLINE=1`` is
 respected for both sources; otherwise a TCP connection to the hub is tried for at most a
-few seconds) and weights not in the cache raise a :class:`RuntimeError` that says there is
+few seconds) and weights not in the cache raise a `RuntimeError` that says there is
 no network and how to pass a local checkpoint.
 """
 
@@ -25,8 +25,8 @@ from torch import nn
 
 __all__ = ["load_timm", "load_torchvision", "from_pretrained", "network_available", "PROBE_TIMEOUT"]
 
-#: Seconds a connectivity probe may take.
 PROBE_TIMEOUT = 3.0
+"""Seconds a connectivity probe may take."""
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -138,11 +138,11 @@ def load_torchvision(name: str, weights: str = "DEFAULT", *, checkpoint: str | o
 
 def from_pretrained(name: str, input_shape: Sequence[int], *, source: str = "timm",
                     checkpoint: str | os.PathLike | None = None, **kwargs) -> nn.Module:
-    """Load a pretrained CNN (:func:`load_timm` or :func:`load_torchvision`) and convert it.
+    """Load a pretrained CNN ([`load_timm`][inrnet.convert.load_timm] or [`load_torchvision`][inrnet.convert.load_torchvision]) and convert it.
 
     Args:
         name: the model name in ``source``.
-        input_shape: passed to :func:`inrnet.convert.from_torch`.
+        input_shape: passed to [`inrnet.convert.from_torch`][inrnet.convert.from_torch].
         source: ``"timm"`` or ``"torchvision"``.
         checkpoint: a local state dict instead of downloaded weights.
         kwargs: passed to the loader (e.g. ``weights="IMAGENET1K_V1"``, ``num_classes=``).

@@ -1,6 +1,6 @@
 """The rule table: how each ``torch.nn`` module becomes a continuous layer.
 
-A rule gets the module and the :class:`Site` where the traced CNN calls it on a feature
+A rule gets the module and the [`Site`][inrnet.convert.Site] where the traced CNN calls it on a feature
 map (its path, and the lattice of points the feature map lives on when the input is
 sampled on ``grid(input_shape)``); it returns the continuous layer (weights copied, same
 parameter names) and the points of its output field, or ``None`` for a layer that turns the
@@ -8,11 +8,11 @@ field into a plain tensor (pooling to a fixed size, flatten). Modules applied to
 tensors (a squeeze-excitation MLP, the classifier) are not looked up: they run unchanged.
 
 This module holds the table and the rules for norms and pointwise layers; window layers
-(convolution, pooling, pooling to a size, flatten) are in :mod:`inrnet.convert.windows`,
-torchvision's and timm's own modules in :mod:`inrnet.convert.zoo`.
+(convolution, pooling, pooling to a size, flatten) are in `inrnet.convert.windows`,
+torchvision's and timm's own modules in `inrnet.convert.zoo`.
 
 Rules are found by type; a subclass only inherits its parent's rule if it does not
-override ``forward``. :func:`register_rule` adds rules for other modules.
+override ``forward``. [`register_rule`][inrnet.convert.register_rule] adds rules for other modules.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def _linear(m, site):
 
 
 def elementwise(m: nn.Module, site: Site):
-    """An elementwise module, copied (with ``inplace`` off) into :class:`~inrnet.nn.Pointwise`."""
+    """An elementwise module, copied (with ``inplace`` off) into [`Pointwise`][inrnet.nn.pointwise.Pointwise]."""
     fn = copy.deepcopy(m)
     if getattr(fn, "inplace", False):
         fn.inplace = False

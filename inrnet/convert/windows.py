@@ -4,8 +4,8 @@ Window layers read their pixel spacing off the lattice at their node, which afte
 a sub-lattice: spacing = previous spacing x stride, also for odd sizes. Padding per side is
 compared with ``'same'`` (``(k - 1) // 2`` before, ``k // 2`` after): equal on every side
 is ``padding='zeros'``, zero on every side is ``'none'``, anything in between crops the
-outputs to the box where the discrete window fits (:class:`CroppedBSplineConv`), and more
-than ``'same'`` (outputs centred outside the input) is an error. See :func:`window_plan`.
+outputs to the box where the discrete window fits ([`CroppedBSplineConv`][inrnet.convert.CroppedBSplineConv]), and more
+than ``'same'`` (outputs centred outside the input) is an error. See `window_plan`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from inrnet.nn import AvgPool, BSplineConv, ChannelMixing, MaxPool
 from inrnet.nn._geometry import output_points, window_support
 from inrnet.nn.resample import nearest_index
 
-__all__ = ["window_plan", "lower_conv", "adaptive_pool", "flatten_field"]
+__all__ = ["window_plan", "lower_conv", "adaptive_pool", "flatten_field", "UPSAMPLE_MODES", "check_upsample_mode"]
 
 
 def _same_lattice(a: PointSet, b: PointSet) -> bool:
@@ -40,7 +40,7 @@ def window_plan(kernel: Sequence[int], stride: Sequence[int], pads: Sequence[tup
 
     Returns:
         ``("zeros", None)``, ``("none", None)``, or ``("zeros", crop)`` with per-axis bounds
-        (``None``: keep the domain's) of the outputs, for :class:`CroppedBSplineConv`.
+        (``None``: keep the domain's) of the outputs, for [`CroppedBSplineConv`][inrnet.convert.CroppedBSplineConv].
     """
     same = [((k - 1) // 2, k // 2) for k in kernel]
     for (pb, pa), (sb, sa), k in zip(pads, same, kernel):
@@ -73,20 +73,28 @@ def _conv_pads(m: nn.modules.conv._ConvNd) -> list[tuple[int, int]]:
 
 
 def lower_conv(m: nn.modules.conv._ConvNd, site: Site, pads: Sequence[tuple[int, int]]):
-    """A convolution with explicit per-axis ``(before, after)`` zero padding as a continuous layer.
+    """A convolution with explicit per-axis ``(before, after)`` padding as a continuous layer.
 
-    ``1 x 1`` convolutions become :class:`~inrnet.nn.ChannelMixing` (strided:
-    :class:`StridedChannelMixing`); others a :class:`~inrnet.nn.BSplineConv` with the
-    feature map's spacing (:class:`CroppedBSplineConv` for in-between paddings).
+    ``1 x 1`` convolutions become [`ChannelMixing`][inrnet.nn.pointwise.ChannelMixing] (strided:
+    [`StridedChannelMixing`][inrnet.convert.StridedChannelMixing]); others a [`BSplineConv`][inrnet.nn.bspline_conv.BSplineConv] with the
+    feature map's spacing ([`CroppedBSplineConv`][inrnet.convert.CroppedBSplineConv] for in-between paddings).
+    ``padding_mode="reflect"`` with ``'same'`` padding becomes ``padding="reflect"`` (torch's
+    reflect, exact on the grid); other padding modes are an error unless nothing is padded.
     """
     d = m.weight.dim() - 2
     check_site(m, site, d)
     if any(v != 1 for v in m.dilation):
         raise site.error(m, f"dilation {m.dilation} is not supported (only 1)")
-    if m.padding_mode != "zeros" and any(p != (0, 0) for p in pads):
-        raise site.error(m, f"padding_mode={m.padding_mode!r} is not supported (only 'zeros')")
     k, stride = tuple(m.kernel_size), tuple(m.stride)
+    padded = any(p != (0, 0) for p in pads)
+    if m.padding_mode not in ("zeros", "reflect") and padded:
+        raise site.error(m, f"padding_mode={m.padding_mode!r} is not supported (only 'zeros' and 'reflect')")
     mode, crop = window_plan(k, stride, pads, m, site)
+    if m.padding_mode == "reflect" and padded:
+        same = [((kk - 1) // 2, kk // 2) for kk in k]
+        if any(tuple(p) != s for p, s in zip(pads, same)):
+            raise site.error(m, f"padding_mode='reflect' is supported with 'same' padding {same}, got {list(pads)}")
+        mode = "reflect"
     bias = m.bias is not None
     if all(v == 1 for v in k) and m.groups == 1:
         if all(s == 1 for s in stride):
@@ -156,7 +164,7 @@ def _avg_pool(m, site):
 
 
 def adaptive_pool(m, site: Site, output_size) -> BoxPool:
-    """Adaptive average pooling to ``output_size`` (``None`` entries keep the size) as a :class:`BoxPool`."""
+    """Adaptive average pooling to ``output_size`` (``None`` entries keep the size) as a [`BoxPool`][inrnet.convert.BoxPool]."""
     size = tuple(n if o is None else int(o) for o, n in zip(_as_tuple(output_size, site.dim), site.spatial))
     if all(s == 1 for s in size):
         return BoxPool(None, site.dim)
@@ -184,11 +192,27 @@ def _flatten(m, site):
     return flatten_field(m, site, m.start_dim, m.end_dim), None
 
 
+UPSAMPLE_MODES = {
+    "nearest": lambda j, n_in, n_out: j * n_in // n_out,  # floor(j * n_in / n_out)
+    "nearest-exact": lambda j, n_in, n_out: (2 * j + 1) * n_in // (2 * n_out),  # floor((j + 1/2) * n_in / n_out)
+}
+"""``nn.Upsample`` / ``F.interpolate`` modes that convert: ``mode -> source pixel of output pixel j``
+for ``n_in -> n_out`` pixels per axis, torch's index rule in integer arithmetic."""
+
+
+def check_upsample_mode(mode: str) -> str | None:
+    """The reason ``mode`` does not convert (naming it and the supported ones), or ``None`` if it does."""
+    if mode in UPSAMPLE_MODES:
+        return None
+    return (f"mode={mode!r} is not supported; the supported modes are {', '.join(map(repr, UPSAMPLE_MODES))} "
+            "(interpolating modes have no continuous layer yet)")
+
+
 @register_rule(nn.Upsample)
 def _upsample(m, site):
     check_site(m, site)
-    if m.mode != "nearest":
-        raise site.error(m, f"mode={m.mode!r} is not supported (only 'nearest')")
+    if (reason := check_upsample_mode(m.mode)) is not None:
+        raise site.error(m, reason)
     target = tuple(site.out_shape[2:])
     node, hops = site.points, 0
     while node is not None and (node.lattice is None or node.lattice.shape != target):
@@ -198,9 +222,9 @@ def _upsample(m, site):
                             f"from a {target} feature map (nearest upsampling goes back to those points)")
     expected = torch.zeros((), dtype=torch.long)
     for n_in, n_out in zip(site.spatial, target):
-        expected = expected.unsqueeze(-1) * n_in + torch.arange(n_out) * n_in // n_out  # torch's floor rule
+        expected = expected.unsqueeze(-1) * n_in + UPSAMPLE_MODES[m.mode](torch.arange(n_out), n_in, n_out)
     actual = nearest_index(site.points, node)
     if not torch.equal(actual.cpu(), expected.reshape(-1)):
-        raise site.error(m, f"nearest upsampling {site.spatial} -> {target} picks other pixels than torch here "
+        raise site.error(m, f"{m.mode!r} upsampling {site.spatial} -> {target} picks other pixels than torch here "
                             "(exact for a factor 2)")
     return UpsampleToAncestor(hops), node

@@ -1,6 +1,6 @@
 """Rules for the torchvision and timm modules that are not plain ``torch.nn`` layers.
 
-Imported by :func:`inrnet.convert.rules.find_rule` on first use, so that ``import
+Imported by `inrnet.convert.rules.find_rule` on first use, so that ``import
 inrnet.convert`` stays light. Each block registers only the classes its library has.
 
 * torchvision: ``LayerNorm2d`` (ConvNeXt, channels-first), ``StochasticDepth``.
@@ -66,7 +66,7 @@ class ConvMlpOnField(nn.Module):
     """timm VGG's ``ConvMlp`` head on a field: ``fc1`` (a ``k x k`` conv), ``act1``, ``drop``, ``fc2``, ``act2``.
 
     On feature maps smaller than ``k`` timm first average-pools them up to ``k x k``; then
-    ``pool`` (a :class:`BoxPool`) makes that tensor and the rest runs as in timm. Otherwise
+    ``pool`` (a [`BoxPool`][inrnet.convert.BoxPool]) makes that tensor and the rest runs as in timm. Otherwise
     the five layers are converted to continuous ones.
     """
 

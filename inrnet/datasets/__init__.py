@@ -1,8 +1,8 @@
 """INR datasets: the registry, readers, label maps, and the builders' building blocks.
 
 ``get_dataset(name, split, root)`` opens a built dataset; each builder lives in its own
-module (:mod:`~inrnet.datasets.fashion_mnist`, :mod:`~inrnet.datasets.imagenet`,
-:mod:`~inrnet.datasets.cityscapes`, :mod:`~inrnet.datasets.scenes`) with a command-line
+module (`fashion_mnist`, `imagenet`,
+`cityscapes`, `scenes`) with a command-line
 script under ``datasets/<name>/`` in the repository.
 """
 

@@ -8,7 +8,7 @@ Layout (the official one)::
 
 Label ids are grouped into the 7 categories flat, construction, object, nature, sky,
 human, vehicle (labels 0..6) by the category of each label in the official Cityscapes
-label definitions (:data:`LABELS`); void is :data:`~inrnet.datasets.labelmaps.IGNORE_INDEX`.
+label definitions (`LABELS`); void is `IGNORE_INDEX`.
 Images are resized (bicubic, default 256 x 512) and fitted with the paper's SIREN
 (5 x 256, omega_0 = 30, 2500 Adam steps at 1e-4); the label maps are stored at full
 resolution (1024 x 2048), one per annotation, as uint8 ``[n, A, H, W]``.
@@ -40,8 +40,6 @@ __all__ = ["LABELS", "CATEGORIES", "ANNOTATIONS", "DATASET_SPLITS", "SIREN", "FI
 
 log = logging.getLogger(__name__)
 
-#: The official label definitions (cityscapesScripts ``labels.py``): name, id, trainId,
-#: category, catId, ignoreInEval. ``license plate`` (id -1) never appears in labelIds files.
 LABELS = (
     ("unlabeled", 0, 255, "void", 0, True), ("ego vehicle", 1, 255, "void", 0, True),
     ("rectification border", 2, 255, "void", 0, True), ("out of roi", 3, 255, "void", 0, True),
@@ -62,13 +60,15 @@ LABELS = (
     ("motorcycle", 32, 17, "vehicle", 7, False), ("bicycle", 33, 18, "vehicle", 7, False),
     ("license plate", -1, -1, "vehicle", 7, False),
 )
-#: The 7 categories; label ``k`` is ``CATEGORIES[k]`` (Cityscapes catId ``k + 1``).
+"""The official label definitions (cityscapesScripts ``labels.py``): name, id, trainId,
+category, catId, ignoreInEval. ``license plate`` (id -1) never appears in labelIds files."""
 CATEGORIES = ("flat", "construction", "object", "nature", "sky", "human", "vehicle")
-#: Annotation folder name -> labelIds file suffix.
+"""The 7 categories; label ``k`` is ``CATEGORIES[k]`` (Cityscapes catId ``k + 1``)."""
 ANNOTATIONS = {"gtFine": "_gtFine_labelIds.png", "gtCoarse": "_gtCoarse_labelIds.png"}
-#: dataset split -> (built Cityscapes split, annotation).
+"""Annotation folder name -> labelIds file suffix."""
 DATASET_SPLITS = {"train": ("train", "gtCoarse"), "train_fine": ("train", "gtFine"),
                   "test": ("val", "gtFine"), "test_coarse": ("val", "gtCoarse")}
+"""dataset split -> (built Cityscapes split, annotation)."""
 SIREN = SirenFamily(in_features=2, out_features=3, width=256, depth=5, omega_0=30.0, first_omega_0=30.0)
 FIT = {"steps": 2500, "lr": 1e-4, "batch_size": 4}
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -203,10 +203,12 @@ def build_cityscapes(root: str | os.PathLike, out: str | os.PathLike, split: str
         image_size: ``(H, W)`` the images are resized to before fitting.
         label_size: ``(H, W)`` of the stored label maps (default: full resolution).
         count: only the first ``count`` images (sorted by name).
-        family, fit_kwargs: override the paper's SIREN and settings.
+        family: overrides the paper's SIREN.
+        fit_kwargs: override the paper's fitting settings.
         chunk_size: INRs per chunk; ``start``/``stop``/``part`` select chunks
-            (:func:`~inrnet.datasets.parts.build_parts`).
-        device, compile: where and how to fit.
+            (`build_parts`).
+        device: where to fit.
+        compile: ``torch.compile`` the fitting loss.
 
     Returns:
         The dataset once every chunk is fitted, else None.

@@ -1,6 +1,6 @@
 """The embedded default Fashion-MNIST INR dataset shipped inside the package.
 
-One ``safetensors`` file, :data:`DEFAULT_PATH` (provenance and licence in the README beside
+One ``safetensors`` file, `DEFAULT_PATH` (provenance and licence in the README beside
 it), built by ``datasets/fashion_mnist/build_default.py`` from the full build. For each
 split ``s`` (``train``, ``test``, ``test_fourier``) it holds ``s.params.<name>``
 (float16 ``[n, *shape]``), ``s.labels`` (uint8 ``[n]``), ``s.index`` (int32 ``[n]``: the
@@ -30,12 +30,12 @@ from inrnet.inr import INRBatch, INRFamily, family_from_dict
 __all__ = ["DEFAULT_PATH", "EMBEDDED_SPLITS", "EmbeddedINRDataset", "EmbeddedDefault", "open_default", "write_default"]
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "data" / "fashion_mnist_default.safetensors"
-#: split -> the split whose images it was fitted to.
 EMBEDDED_SPLITS = {"train": "train", "test": "test", "test_fourier": "test"}
+"""split -> the split whose images it was fitted to."""
 
 
 class EmbeddedINRDataset(Dataset):
-    """One split of the embedded dataset, in memory, with :class:`~inrnet.inr.INRDataset`'s interface.
+    """One split of the embedded dataset, in memory, with [`INRDataset`][inrnet.inr.dataset.INRDataset]'s interface.
 
     ``dataset[i]`` is ``(params {name: float32 Tensor[*shape]}, label int64 Tensor[])``.
     """
@@ -63,7 +63,7 @@ class EmbeddedINRDataset(Dataset):
         return {k: v[int(i)] for k, v in self.params.items()}, self._labels[int(i)]
 
     def batch(self, indices: Sequence[int] | Tensor) -> tuple[INRBatch, Tensor]:
-        """The INRs ``indices`` as one :class:`~inrnet.inr.INRBatch` and their labels int64 Tensor[len]."""
+        """The INRs ``indices`` as one [`INRBatch`][inrnet.inr.base.INRBatch] and their labels int64 Tensor[len]."""
         indices = torch.as_tensor(indices, dtype=torch.long).reshape(-1)  # (M,)
         if len(indices) == 0:
             raise ValueError("batch needs at least one index")
@@ -86,7 +86,7 @@ class EmbeddedDefault:
     """The whole embedded file: its splits and source images.
 
     Args:
-        path: the file (default :data:`DEFAULT_PATH`).
+        path: the file (default `DEFAULT_PATH`).
 
     Raises:
         FileNotFoundError: the file is missing (a broken install).
@@ -110,7 +110,7 @@ class EmbeddedDefault:
             raise ValueError(f"the embedded default dataset {str(self.path)!r} lacks the splits {missing}")
 
     def split(self, split: str) -> EmbeddedINRDataset:
-        """One split as an :class:`EmbeddedINRDataset`."""
+        """One split as an [`EmbeddedINRDataset`][inrnet.datasets.EmbeddedINRDataset]."""
         if split not in EMBEDDED_SPLITS:
             raise ValueError(f"unknown split {split!r} of fashion_mnist_default; valid: {sorted(EMBEDDED_SPLITS)}")
         family = family_from_dict(self.meta["families"][split])

@@ -2,14 +2,14 @@
 
 The four IDX files (``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``) are looked for
 in ``root``, then ``$INRNET_FASHION_MNIST``, then Debian's ``dataset-fashion-mnist``
-location :data:`DEBIAN_ROOT`; torchvision's layout (``<root>/FashionMNIST/raw``) is
+location `DEBIAN_ROOT`; torchvision's layout (``<root>/FashionMNIST/raw``) is
 accepted too, and ``download=True`` fetches the files with torchvision when a network
 exists.
 
 The INR settings are those of the weight-space benchmark: SIREN ``2 -> 32 -> 32 -> 1``,
-``omega_0 = 30`` (:data:`SIREN`), fitted for 100 Adam steps at 3e-3 (:data:`FIT`); the
+``omega_0 = 30`` (`SIREN`), fitted for 100 Adam steps at 3e-3 (`FIT`); the
 cross-parameterisation test split uses the small Gaussian Fourier-feature net
-:data:`FOURIER`.
+`FOURIER`.
 """
 
 from __future__ import annotations
@@ -26,27 +26,27 @@ from inrnet.inr import FourierFamily, SirenFamily
 __all__ = ["read_idx", "load_fashion_mnist_images", "find_fashion_mnist", "default_images",
            "CLASSES", "DEBIAN_ROOT", "ENV_VAR", "SPLITS", "SIREN", "FOURIER", "FIT", "FIT_FOURIER"]
 
-#: Where Debian's ``dataset-fashion-mnist`` package puts the files.
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
-#: Environment variable naming a folder with the IDX files.
+"""Where Debian's ``dataset-fashion-mnist`` package puts the files."""
 ENV_VAR = "INRNET_FASHION_MNIST"
-#: Class names, by label.
+"""Environment variable naming a folder with the IDX files."""
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-#: Split -> IDX file prefix.
+"""Class names, by label."""
 SPLITS = {"train": "train", "test": "t10k"}
-#: Split -> number of items.
+"""Split -> IDX file prefix."""
 SIZES = {"train": 60000, "test": 10000}
+"""Split -> number of items."""
 
-#: The weight-space benchmark's SIREN: 2 -> 32 -> 32 -> 1, omega_0 = 30 (1185 parameters).
 SIREN = SirenFamily(in_features=2, out_features=1, width=32, depth=3, omega_0=30.0, first_omega_0=30.0)
-#: Gaussian Fourier features for the test split: 32 frequencies (sigma 2 cycles per unit of
-#: [-1, 1]^2, under the 7-cycle Nyquist limit of 28 pixels), ReLU MLP 64 -> 32 -> 32 -> 1
-#: (3169 trainable parameters, 64 frozen).
+"""The weight-space benchmark's SIREN: 2 -> 32 -> 32 -> 1, omega_0 = 30 (1185 parameters)."""
 FOURIER = FourierFamily(in_features=2, out_features=1, features=32, sigma=2.0, width=32, depth=3)
-#: fit() settings of the SIRENs.
+"""Gaussian Fourier features for the test split: 32 frequencies (sigma 2 cycles per unit of
+[-1, 1]^2, under the 7-cycle Nyquist limit of 28 pixels), ReLU MLP 64 -> 32 -> 32 -> 1
+(3169 trainable parameters, 64 frozen)."""
 FIT = {"steps": 100, "lr": 3e-3, "batch_size": 500}
-#: fit() settings of the Fourier-feature nets.
+"""fit() settings of the SIRENs."""
 FIT_FOURIER = {"steps": 300, "lr": 3e-3, "batch_size": 500}
+"""fit() settings of the Fourier-feature nets."""
 
 
 def _candidates(root: str | os.PathLike | None) -> list[Path]:
@@ -60,7 +60,7 @@ def find_fashion_mnist(split: str, root: str | os.PathLike | None = None) -> tup
 
     Args:
         split: ``"train"`` or ``"test"``.
-        root: a folder with the files (default: ``$INRNET_FASHION_MNIST``, then :data:`DEBIAN_ROOT`).
+        root: a folder with the files (default: ``$INRNET_FASHION_MNIST``, then `DEBIAN_ROOT`).
 
     Raises:
         ValueError: an unknown split.
@@ -86,7 +86,7 @@ def load_fashion_mnist_images(split: str, root: str | os.PathLike | None = None,
 
     Args:
         split: ``"train"`` (60000 items) or ``"test"`` (10000).
-        root: a folder with the IDX files (see :func:`find_fashion_mnist`).
+        root: a folder with the IDX files (see `find_fashion_mnist`).
         download: if the files are not found, download them into ``root`` (default
             ``~/.cache/inrnet/fashion_mnist``) with torchvision.
 

@@ -18,7 +18,6 @@ from torch import Tensor
 
 __all__ = ["read_idx", "IDX_TYPES"]
 
-#: IDX type code -> (numpy big-endian dtype, torch dtype).
 IDX_TYPES = {
     0x08: (np.dtype(">u1"), torch.uint8),
     0x09: (np.dtype(">i1"), torch.int8),
@@ -27,6 +26,7 @@ IDX_TYPES = {
     0x0D: (np.dtype(">f4"), torch.float32),
     0x0E: (np.dtype(">f8"), torch.float64),
 }
+"""IDX type code -> (numpy big-endian dtype, torch dtype)."""
 
 
 def _raw_bytes(path: Path) -> bytes:

@@ -1,15 +1,15 @@
 """ImageNet big-12 (paper App. D.1): 12 WordNet superclasses of ImageNet as INRs.
 
-The superclasses are the ``big_12`` set of the ``robustness`` library (:data:`BIG12`). A
+The superclasses are the ``big_12`` set of the ``robustness`` library (`BIG12`). A
 class folder (a WordNet id, ``ImageFolder`` layout ``<root>/<folder>/<wnid>/*.JPEG``)
 belongs to the most specific superclass it descends from (see
-:meth:`~inrnet.datasets.wordnet.WordNet.superclass`: dogs are "dog", not "carnivore");
+`superclass`: dogs are "dog", not "carnivore");
 classes under none are left out. ``per_class`` images per superclass are drawn by a
 seeded permutation of the sorted file list; files that fail to decode are skipped (and
 counted in the index) and the next ones drawn. Images are centre-cropped to a square and
 resized to 256x256 (bicubic), then fitted as in the paper: SIREN 5 x 256, omega_0 = 30,
-2000 Adam steps at 1e-4 (:data:`SIREN`, :data:`FIT`); the test split also as Gaussian
-Fourier-feature nets, 4 ReLU layers of 256 (:data:`FOURIER`, :data:`FIT_FOURIER`).
+2000 Adam steps at 1e-4 (`SIREN`, `FIT`); the test split also as Gaussian
+Fourier-feature nets, 4 ReLU layers of 256 (`FOURIER`, `FIT_FOURIER`).
 
 Splits: ``train`` (SIRENs of the ``train`` folder), ``test`` and ``test_fourier`` (SIRENs
 and Fourier-feature nets of the same ``val`` images).
@@ -36,14 +36,14 @@ __all__ = ["BIG12", "CLASSES", "SPLITS", "SIREN", "FOURIER", "FIT", "FIT_FOURIER
 
 log = logging.getLogger(__name__)
 
-#: (name, WordNet id) of the 12 superclasses; the label is the position.
 BIG12 = (("dog", "n02084071"), ("structure", "n04341686"), ("bird", "n01503061"), ("clothing", "n03051540"),
          ("wheeled vehicle", "n04576211"), ("reptile", "n01661091"), ("carnivore", "n02075296"),
          ("insect", "n02159955"), ("musical instrument", "n03800933"), ("food", "n07555863"),
          ("furniture", "n03405725"), ("primate", "n02469914"))
+"""(name, WordNet id) of the 12 superclasses; the label is the position."""
 CLASSES = tuple(name for name, _ in BIG12)
-#: split -> (ImageNet folder, INR kind, default images per superclass: the paper's 500 / 200).
 SPLITS = {"train": ("train", "siren", 500), "test": ("val", "siren", 200), "test_fourier": ("val", "fourier", 200)}
+"""split -> (ImageNet folder, INR kind, default images per superclass: the paper's 500 / 200)."""
 SIREN = SirenFamily(in_features=2, out_features=3, width=256, depth=5, omega_0=30.0, first_omega_0=30.0)
 FOURIER = FourierFamily(in_features=2, out_features=3, features=256, sigma=5.0, width=256, depth=4)
 FIT = {"steps": 2000, "lr": 1e-4, "batch_size": 8}
@@ -129,7 +129,7 @@ def index_big12(root: str | os.PathLike, wordnet: str | os.PathLike | WordNet, o
 
     Args:
         root: the ImageNet root with ``train/`` and ``val/`` class folders.
-        wordnet: the hierarchy (a path for :func:`~inrnet.datasets.wordnet.read_wordnet`).
+        wordnet: the hierarchy (a path for `read_wordnet`).
         out: the output folder.
         split: ``"train"``, ``"test"`` or ``"test_fourier"``.
         per_class: images per superclass (default: the paper's, 500 train / 200 test;
@@ -167,14 +167,25 @@ def build_big12(root: str | os.PathLike, wordnet: str | os.PathLike | WordNet, o
                 fit_kwargs: Mapping[str, Any] | None = None, chunk_size: int = 64, start: int | None = None,
                 stop: int | None = None, part: tuple[int, int] | None = None, device=None, compile: bool = False,
                 progress: bool = True) -> INRDataset | None:
-    """Index and fit one split into ``<out>/<split>/`` (resumable; parts as :func:`~inrnet.datasets.parts.build_parts`).
+    """Index and fit one split into ``<out>/<split>/`` (resumable; parts as `build_parts`).
 
     Args:
-        family, fit_kwargs: override the paper's settings (:data:`SIREN` / :data:`FOURIER`,
-            :data:`FIT` / :data:`FIT_FOURIER`), e.g. for a small test.
+        root: as `index_big12`.
+        wordnet: as `index_big12`.
+        out: as `index_big12`.
+        split: as `index_big12`.
+        per_class: as `index_big12`.
+        seed: as `index_big12`.
+        image_size: as `index_big12`.
+        family: overrides the paper's family (`SIREN` / `FOURIER`), e.g. for a small test.
+        fit_kwargs: override the paper's fitting settings (`FIT` / `FIT_FOURIER`).
         chunk_size: INRs per chunk (fixes the seeds: keep it across parts).
-        device, compile: where and how to fit (not recorded).
-        Others: as :func:`index_big12`.
+        start: only the chunks meeting items ``[start, stop)`` (`build_parts`).
+        stop: see ``start``.
+        part: ``(k, n)``: only the k-th of n blocks of the selected chunks (`build_parts`).
+        device: where to fit (not recorded).
+        compile: ``torch.compile`` the fitting loss (not recorded).
+        progress: progress bars.
 
     Returns:
         The dataset once every chunk is fitted, else None.

@@ -1,11 +1,11 @@
 """Segmentation INR datasets: INRs paired with full-resolution label maps.
 
-A label map ``[H, W]`` covers ``[-1, 1]^2`` the way :func:`inrnet.sampling.grid` says:
+A label map ``[H, W]`` covers ``[-1, 1]^2`` the way [`inrnet.sampling.grid`][inrnet.sampling.points.grid] says:
 pixel ``(i, j)`` is the cell ``[-1 + 2i/H, -1 + 2(i+1)/H) x [-1 + 2j/W, -1 + 2(j+1)/W)``
 with its centre at ``grid((H, W))[i * W + j]``; coordinate 0 runs down the rows. Any
 query point is scored against the label of the pixel cell it falls in
-(:func:`labels_at`), so outputs evaluated at sub-pixel coordinates are scored against
-the full-resolution labels. Void pixels hold :data:`IGNORE_INDEX`.
+([`labels_at`][inrnet.datasets.labels_at]), so outputs evaluated at sub-pixel coordinates are scored against
+the full-resolution labels. Void pixels hold `IGNORE_INDEX`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from inrnet.sampling.points import grid
 
 __all__ = ["IGNORE_INDEX", "LabelMapDataset", "label_coords", "pixel_index", "labels_at"]
 
-#: Label of void / unlabelled pixels, ignored by losses and metrics.
 IGNORE_INDEX = 255
+"""Label of void / unlabelled pixels, ignored by losses and metrics."""
 
 
 def label_coords(shape: Sequence[int], *, device=None) -> Tensor:

@@ -1,14 +1,14 @@
 """Building one INR dataset in independent parts (processes, GPUs, machines).
 
 The items ``0..count`` are cut into fixed chunks of ``chunk_size``. Each chunk is its own
-resumable :func:`~inrnet.inr.build_dataset` directory ``<root>/parts/<a>-<b>/`` (one
+resumable [`build_dataset`][inrnet.inr.build.build_dataset] directory ``<root>/parts/<a>-<b>/`` (one
 shard, fitted with seed ``seed + chunk index``), so any set of processes can build any
 set of chunks (``--part k/n`` takes the k-th of n contiguous blocks of chunks,
 ``--start/--stop`` the chunks meeting an item range) without sharing a file, and the
 INRs do not depend on how the work was split. ``<root>/build.json`` records the
 settings; a rerun with different ones is refused. When every chunk is finished, the
 chunk shards are listed in one ``<root>/manifest.json`` and ``root`` is an ordinary
-:class:`~inrnet.inr.INRDataset` (whichever process finishes last writes it).
+[`INRDataset`][inrnet.inr.dataset.INRDataset] (whichever process finishes last writes it).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ __all__ = ["parse_part", "chunk_ranges", "select_chunks", "build_parts", "merge_
 
 log = logging.getLogger(__name__)
 BUILD = "build.json"
-#: Per chunk: the wall time of its fit, written beside its shard.
 TIMING = "timing.json"
+"""Per chunk: the wall time of its fit, written beside its shard."""
 
 
 def parse_part(spec: str) -> tuple[int, int]:
@@ -153,9 +153,10 @@ def build_parts(root: str | os.PathLike, source: Callable[[int, int], tuple[Tens
         family: the INR family.
         count: number of items.
         chunk_size: items per chunk (one shard each).
-        fit_kwargs: :func:`~inrnet.inr.fit` settings (recorded, except device/compile/progress).
+        fit_kwargs: [`fit`][inrnet.inr.fitting.fit] settings (recorded, except device/compile/progress).
         seed: chunk ``i`` is fitted with seed ``seed + i``.
-        start, stop: only the chunks meeting items ``[start, stop)``.
+        start: only the chunks meeting items ``[start, stop)`` (default 0).
+        stop: see ``start`` (default ``count``).
         part: ``(k, n)``: only the k-th of n contiguous blocks of the selected chunks.
         extra: more settings to record in ``build.json`` (e.g. the source's preprocessing).
         progress: progress bars.
@@ -268,7 +269,7 @@ def read_items(root: str | os.PathLike, indices: Tensor) -> tuple[INRBatch, Tens
         indices: int64 Tensor[M] of item indices.
 
     Returns:
-        The INRs (an :class:`~inrnet.inr.INRBatch` of M), their labels Tensor[M, ...] and
+        The INRs (an [`INRBatch`][inrnet.inr.base.INRBatch] of M), their labels Tensor[M, ...] and
         quality ``{key: Tensor[M]}``, in the order of ``indices``.
 
     Raises:

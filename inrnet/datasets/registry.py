@@ -1,7 +1,7 @@
 """The dataset registry: ``get_dataset(name, split, root)``.
 
 A built dataset lives in ``<root>/<split>/`` (an INR dataset directory, see
-:mod:`inrnet.inr.store`). ``root`` defaults to ``$INRNET_DATA/<name>`` or, without that
+[`inrnet.inr.store`][inrnet.inr.store]). ``root`` defaults to ``$INRNET_DATA/<name>`` or, without that
 variable, ``~/.cache/inrnet/<name>``. The embedded default ``fashion_mnist_default`` is
 read from the package and ignores ``root``.
 """
@@ -23,8 +23,8 @@ from inrnet.inr.store import MANIFEST
 
 __all__ = ["DatasetInfo", "DATASETS", "ENV_VAR", "default_root", "get_dataset", "list_datasets"]
 
-#: Environment variable naming the folder that holds every named dataset.
 ENV_VAR = "INRNET_DATA"
+"""Environment variable naming the folder that holds every named dataset."""
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,10 @@ def get_dataset(name: str, split: str, root: str | os.PathLike | None = None) ->
     """Open one split of a named INR dataset.
 
     Args:
-        name: one of :data:`DATASETS` (``"fashion_mnist"``, ``"fashion_mnist_default"``,
+        name: one of `DATASETS` (``"fashion_mnist"``, ``"fashion_mnist_default"``,
             ``"imagenet_big12"``, ``"cityscapes"``, ``"fashion_mnist_scenes"``).
         split: one of the dataset's splits.
-        root: the folder holding the built splits (default :func:`default_root`);
+        root: the folder holding the built splits (default [`default_root`][inrnet.datasets.default_root]);
             ignored by ``"fashion_mnist_default"``.
 
     Returns:

@@ -9,8 +9,8 @@ occlude earlier ones. The label map holds 0 for background and ``1 + class`` on 
 item's visible foreground. Scene ``i`` of a split depends only on ``(seed, split, i)``,
 so any range of scenes can be made independently and reproducibly.
 
-The canvases are fitted with :data:`SIREN` (2 -> 64 -> 64 -> 64 -> 1, omega_0 = 30) and
-stored with their label maps (uint8 ``[n, 64, 64]``) by :func:`build_scenes`.
+The canvases are fitted with `SIREN` (2 -> 64 -> 64 -> 64 -> 1, omega_0 = 30) and
+stored with their label maps (uint8 ``[n, 64, 64]``) by `build_scenes`.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from inrnet.inr import INRDataset, INRFamily, SirenFamily
 
 __all__ = ["CLASSES", "SPLITS", "SIREN", "FIT", "compose_scene", "make_scenes", "build_scenes"]
 
-#: Label ``k``: 0 background, ``1 + c`` Fashion-MNIST class ``c``.
 CLASSES = ("background",) + fm.CLASSES
-#: split -> (Fashion-MNIST split the items come from, split id mixed into the seed).
+"""Label ``k``: 0 background, ``1 + c`` Fashion-MNIST class ``c``."""
 SPLITS = {"train": ("train", 0), "test": ("test", 1)}
+"""split -> (Fashion-MNIST split the items come from, split id mixed into the seed)."""
 SIREN = SirenFamily(in_features=2, out_features=1, width=64, depth=4, omega_0=30.0, first_omega_0=30.0)
 FIT = {"steps": 150, "lr": 2e-3, "batch_size": 50}
 CANVAS = 64
@@ -84,7 +84,8 @@ def make_scenes(images: Tensor, classes: Tensor, start: int, stop: int, *, seed:
     Args:
         images: uint8 Tensor[P, 28, 28], the split's Fashion-MNIST items.
         classes: Tensor[P].
-        start, stop: the scene range.
+        start: the first scene.
+        stop: one past the last scene.
         seed: the dataset seed.
         split: ``"train"`` or ``"test"`` (mixed into each scene's seed).
 
@@ -118,11 +119,13 @@ def build_scenes(out: str | os.PathLike, split: str, count: int, *, source_root:
         split: ``"train"`` or ``"test"``.
         count: number of scenes.
         source_root: the Fashion-MNIST IDX folder (see
-            :func:`~inrnet.datasets.fashion_mnist.load_fashion_mnist_images`).
+            [`load_fashion_mnist_images`][inrnet.datasets.load_fashion_mnist_images]).
         seed: the scene seed.
-        family, fit_kwargs: override :data:`SIREN`, :data:`FIT`.
+        family: overrides `SIREN`.
+        fit_kwargs: override `FIT`.
         chunk_size: INRs per chunk; ``start``/``stop``/``part`` select chunks.
-        device, compile: where and how to fit.
+        device: where to fit.
+        compile: ``torch.compile`` the fitting loss.
 
     Returns:
         The dataset once every chunk is fitted, else None.

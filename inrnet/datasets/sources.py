@@ -1,10 +1,10 @@
 """Reading source images for the INR builders: decoding, resizing, and the item index.
 
-Builders first list their items and try to decode every one (:func:`check_images`);
+Builders first list their items and try to decode every one (`check_images`);
 files that fail are *skipped and logged*, with their reasons kept in the index file
-(``index.json``, written once per split, :func:`write_index`), so the fitted dataset has
+(``index.json``, written once per split, `write_index`), so the fitted dataset has
 no holes and says what it left out. An image that decodes at indexing time but fails
-later raises :class:`ImageDecodeError` naming the file.
+later raises [`ImageDecodeError`][inrnet.datasets.ImageDecodeError] naming the file.
 """
 
 from __future__ import annotations

@@ -1,20 +1,22 @@
 """INR families, batches of frozen INRs, and single INRs as modules.
 
-An :class:`INRFamily` is an architecture (SIREN, Fourier-feature MLP, pixel array, ...)
+An [`INRFamily`][inrnet.inr.base.INRFamily] is an architecture (SIREN, Fourier-feature MLP, pixel array, ...)
 with a fixed configuration. It knows the shape of every parameter of one INR and
 evaluates a whole *batch* of INRs at once with a functional forward on stacked
 parameters (``dict[str, Tensor[B, ...]]``), built from batched matmuls: never a Python
-loop over INRs. An :class:`INRBatch` pairs a family with such stacked parameters; an
-:class:`INRModule` is one INR of a family as an ordinary ``nn.Module``.
+loop over INRs. An [`INRBatch`][inrnet.inr.base.INRBatch] pairs a family with such stacked parameters; an
+[`INRModule`][inrnet.inr.base.INRModule] is one INR of a family as an ordinary ``nn.Module``.
 
-Families are registered by name (:func:`register_family`) so an INR dataset rebuilds
+Families are registered by name ([`register_family`][inrnet.inr.base.register_family]) so an INR dataset rebuilds
 its family from the JSON in its manifest, without unpickling anything.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import operator
+import reprlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -24,8 +26,8 @@ from torch import Tensor, nn
 
 __all__ = ["INRFamily", "INRBatch", "INRModule", "FAMILIES", "register_family", "family_from_dict"]
 
-#: Registered families, by name.
 FAMILIES: dict[str, type[INRFamily]] = {}
+"""Registered families, by name."""
 
 
 def register_family(cls: type[INRFamily]) -> type[INRFamily]:
@@ -37,11 +39,26 @@ def register_family(cls: type[INRFamily]) -> type[INRFamily]:
 
 
 def family_from_dict(spec: Mapping[str, Any]) -> INRFamily:
-    """Rebuild a family from :meth:`INRFamily.to_dict` output (e.g. a dataset manifest)."""
+    """Rebuild a family from `INRFamily.to_dict` output (e.g. a dataset manifest).
+
+    Args:
+        spec: ``{"name": registered name, "config": {keyword: value}}`` (no config: the defaults).
+
+    Raises:
+        ValueError: an unknown family name, or a config with keys the family does not take
+            or without the ones it needs (naming them and the keys it takes).
+    """
     name = spec.get("name")
     if name not in FAMILIES:
         raise ValueError(f"unknown INR family {name!r}; registered families: {sorted(FAMILIES)}")
-    return FAMILIES[name](**spec.get("config", {}))
+    config = spec.get("config", {})
+    signature = inspect.signature(FAMILIES[name])
+    try:
+        signature.bind(**config)
+    except TypeError as e:
+        raise ValueError(f"config {config!r} does not fit INR family {name!r} ({e}); it takes the keys "
+                         f"{list(signature.parameters)}") from None
+    return FAMILIES[name](**config)
 
 
 class INRFamily(ABC):
@@ -49,7 +66,7 @@ class INRFamily(ABC):
 
     Subclasses set ``name``, ``in_features`` (d), ``out_features`` (c) and
     ``value_range`` (the output range its INRs are fitted to), and implement
-    :meth:`config`, :meth:`param_shapes`, :meth:`init_params` and :meth:`forward`.
+    [`config`][inrnet.inr.base.INRFamily.config], [`param_shapes`][inrnet.inr.base.INRFamily.param_shapes], [`init_params`][inrnet.inr.base.INRFamily.init_params] and [`forward`][inrnet.inr.base.INRFamily.forward].
     """
 
     name: ClassVar[str]
@@ -137,14 +154,21 @@ class INRBatch:
 
     Args:
         family: the architecture.
-        params: ``{name: Tensor[B, *shape]}``, as :meth:`INRFamily.param_shapes` lists.
+        params: ``{name: Tensor[B, *shape]}``, as [`INRFamily.param_shapes`][inrnet.inr.base.INRFamily.param_shapes] lists.
 
-    Indexing with an int gives that INR as an :class:`INRModule`; with a slice, a list or
-    a Tensor of indices, an :class:`INRBatch` of those INRs.
+    Indexing with an int gives that INR as an [`INRModule`][inrnet.inr.base.INRModule]; with a slice, a list or
+    a Tensor of indices, an [`INRBatch`][inrnet.inr.base.INRBatch] of those INRs.
+
+    Raises:
+        ValueError: ``B = 0``, or an index that selects no INR (``batch[[]]``, an empty slice,
+            an all-false mask): an INR batch needs at least one INR (nothing evaluates, fits
+            or stores an empty one; the datasets' ``batch`` refuse empty index lists too).
     """
 
     def __init__(self, family: INRFamily, params: Mapping[str, Tensor]):
         self._size = family.check_params(params)
+        if self._size == 0:
+            raise ValueError(f"an INR batch needs at least one INR, got parameters [0, ...] of {family!r}")
         self.family = family
         self.params = {k: params[k] for k in family.param_shapes()}
 
@@ -171,9 +195,16 @@ class INRBatch:
             if not -len(self) <= index < len(self):
                 raise IndexError(f"INR index {index} out of range for a batch of {len(self)}")
             return INRModule(self.family, {k: v[index] for k, v in self.params.items()})
+        asked = index
         if not isinstance(index, slice):
             index = torch.as_tensor(index).to(self.device)  # list, array or Tensor of indices, or a mask
-        return self._with_params({k: v[index] for k, v in self.params.items()})
+            if index.numel() == 0:
+                index = index.long()  # [] becomes a float Tensor
+        params = {k: v[index] for k, v in self.params.items()}
+        if next(iter(params.values())).shape[0] == 0:
+            raise ValueError(f"an INR batch needs at least one INR, but the index {reprlib.repr(asked)} selects "
+                             f"none of the {len(self)}")
+        return self._with_params(params)
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> INRBatch:
         """The batch on ``device``; floating parameters cast to ``dtype`` if given."""
@@ -229,7 +260,7 @@ class INRModule(nn.Module):
         return {k: getattr(self, k) for k in self.family.param_shapes()}
 
     def as_batch(self) -> INRBatch:
-        """This INR as a detached :class:`INRBatch` of one."""
+        """This INR as a detached [`INRBatch`][inrnet.inr.base.INRBatch] of one."""
         return INRBatch(self.family, {k: v.detach().unsqueeze(0)  # (1, *shape)
                                       for k, v in self.param_dict().items()})
 

@@ -20,8 +20,8 @@ from inrnet.inr.store import (MANIFEST, CorruptShardError, new_manifest, read_ma
 
 __all__ = ["build_dataset"]
 
-#: fit() arguments that do not change the INRs, left out of the manifest.
 _NOT_RECORDED = ("device", "progress", "compile")
+"""fit() arguments that do not change the INRs, left out of the manifest."""
 
 
 def _record(value: Any) -> Any:
@@ -73,8 +73,8 @@ def build_dataset(out_dir: str | os.PathLike, source: Sequence | Callable[[int, 
             ``(start, stop) -> (images Tensor[n, C, *shape], labels Tensor[n, ...])``.
         family: the INR family to fit.
         count: number of items (default ``len(source)``; required for a callable).
-        shard_size: INRs per shard (and per call of :func:`~inrnet.inr.fitting.fit`).
-        fit_kwargs: keyword arguments of :func:`~inrnet.inr.fitting.fit` (steps, lr,
+        shard_size: INRs per shard (and per call of [`fit`][inrnet.inr.fitting.fit]).
+        fit_kwargs: keyword arguments of [`fit`][inrnet.inr.fitting.fit] (steps, lr,
             batch_size, device, ...), recorded in the manifest (except device, progress
             and compile; tensors by checksum).
         seed: shard ``i`` is fitted with seed ``seed + i``.

@@ -1,4 +1,4 @@
-"""Reading INR datasets: :class:`INRDataset` and :func:`load_inrs`.
+"""Reading INR datasets: [`INRDataset`][inrnet.inr.dataset.INRDataset] and [`load_inrs`][inrnet.inr.dataset.load_inrs].
 
 Shards are opened with ``safetensors.safe_open`` (memory-mapped) the first time an INR
 in them is asked for, after their size, sha256 (unless ``verify=False``) and header are
@@ -25,12 +25,12 @@ __all__ = ["INRDataset", "load_inrs"]
 
 
 class INRDataset(Dataset):
-    """A stored INR dataset (see :mod:`inrnet.inr.store` for the format).
+    """A stored INR dataset (see [`inrnet.inr.store`][inrnet.inr.store] for the format).
 
     ``dataset[i]`` is ``(params, label)`` with ``params = {name: Tensor[*shape]}`` of INR
     ``i``, so a ``DataLoader`` collates a minibatch into ``{name: Tensor[B, *shape]}``;
-    ``INRBatch(dataset.family, params)`` makes it evaluable. :meth:`batch` reads a list of
-    indices straight into an :class:`INRBatch`.
+    ``INRBatch(dataset.family, params)`` makes it evaluable. [`batch`][inrnet.inr.dataset.INRDataset.batch] reads a list of
+    indices straight into an [`INRBatch`][inrnet.inr.base.INRBatch].
 
     Args:
         path: the dataset directory.
@@ -39,17 +39,18 @@ class INRDataset(Dataset):
 
     Raises:
         FileNotFoundError: no dataset at ``path`` (naming it).
-        ValueError: an unfinished build, or a bad manifest.
+        ValueError: an unfinished build, or a bad manifest (naming it and the bad entry: e.g.
+            shards that do not tile ``[0, count)``, an unknown family config key).
         CorruptShardError: a shard that is missing, truncated, corrupt or malformed.
     """
 
     def __init__(self, path: str | os.PathLike, *, verify: bool = True):
         self.root = Path(path)
-        self.manifest = read_manifest(self.root)
+        self.manifest = read_manifest(self.root)  # checked: the family rebuilds, a complete one's shards tile it
         self.family = family_from_dict(self.manifest["family"])
         shards = self.manifest["shards"]
         done = sum(s["count"] for s in shards)
-        if not self.manifest.get("complete") or done != self.manifest["count"]:
+        if not self.manifest["complete"]:
             raise ValueError(f"INR dataset {str(self.root)!r} is unfinished ({done} of {self.manifest['count']} "
                              "INRs written); rerun its build to complete it")
         self.shards = shards
@@ -110,7 +111,7 @@ class INRDataset(Dataset):
         return {k: v[0] for k, v in self._params(shard, rows).items()}, self._labels(shard, rows)[0]
 
     def batch(self, indices: Sequence[int] | Tensor) -> tuple[INRBatch, Tensor]:
-        """The INRs ``indices`` as one :class:`INRBatch`, and their labels Tensor[len, ...].
+        """The INRs ``indices`` as one [`INRBatch`][inrnet.inr.base.INRBatch], and their labels Tensor[len, ...].
 
         Runs of consecutive indices within a shard are read as one slice each.
         """
@@ -151,7 +152,7 @@ def load_inrs(path: str | os.PathLike, *, verify: bool = True) -> tuple[INRBatch
     """Every INR of the dataset at ``path`` and its labels, checksums verified.
 
     Returns:
-        An :class:`INRBatch` of all ``B`` INRs and labels Tensor[B, ...].
+        An [`INRBatch`][inrnet.inr.base.INRBatch] of all ``B`` INRs and labels Tensor[B, ...].
     """
     dataset = INRDataset(path, verify=verify)
     return dataset.batch(torch.arange(len(dataset)))

@@ -13,9 +13,9 @@ from inrnet.inr.base import INRBatch, INRModule
 
 __all__ = ["sample", "INRs"]
 
-#: What :func:`sample` accepts: a batch of one family, one INR module, or a sequence of
-#: INR modules / callables mapping Tensor[N, d] -> Tensor[N, c].
 INRs = Union[INRBatch, INRModule, nn.Module, Callable[[Tensor], Tensor], Sequence]
+"""What `sample` accepts: a batch of one family, one INR module, or a sequence of
+INR modules / callables mapping Tensor[N, d] -> Tensor[N, c]."""
 
 
 def _as_points(points: PointSet | Tensor) -> PointSet:
@@ -98,8 +98,8 @@ def sample(inrs: INRs, points: PointSet | Tensor, *, chunk_size: int = 8,
            transform: Callable[[Tensor], Tensor] | None = None) -> Field:
     """Evaluate frozen INRs at ``points``, under ``no_grad``, on the points' device.
 
-    A batch of one family (:class:`INRBatch`, :class:`PixelINR`, or a sequence of
-    :class:`INRModule` of one family, which is stacked) is evaluated ``chunk_size`` INRs
+    A batch of one family ([`INRBatch`][inrnet.inr.base.INRBatch], [`PixelINR`][inrnet.inr.pixel.PixelINR], or a sequence of
+    [`INRModule`][inrnet.inr.base.INRModule] of one family, which is stacked) is evaluated ``chunk_size`` INRs
     at a time as batched matmuls; chunks of parameters living on another device are
     moved there. Any other ``nn.Module`` or callable mapping coords Tensor[N, d] to
     Tensor[N, c] (or a sequence of them) is evaluated one by one. Floating parameters are
@@ -107,7 +107,9 @@ def sample(inrs: INRs, points: PointSet | Tensor, *, chunk_size: int = 8,
 
     Args:
         inrs: the B INRs.
-        points: a :class:`PointSet`, or coordinates Tensor[N, d] to wrap in one.
+        points: a [`PointSet`][inrnet.field.PointSet], or coordinates Tensor[N, d] to wrap in one
+            (``PointSet(coords)``, which infers their order: ``grid(shape)`` becomes the
+            lattice of ``PointSet.grid(shape)``, a permuted grid ``"unordered"``).
         chunk_size: INRs per batched evaluation (bounds the activation memory).
         transform: evaluate at transformed coordinates, ``f_aug(x) = f(T(x))``: a callable
             mapping coords Tensor[N, d] to Tensor[N, d] (all INRs) or Tensor[B, N, d] (one
@@ -115,7 +117,7 @@ def sample(inrs: INRs, points: PointSet | Tensor, *, chunk_size: int = 8,
             on the untransformed ``points``.
 
     Returns:
-        A :class:`Field` with values Tensor[B, N, c] on ``points``.
+        A [`Field`][inrnet.field.Field] with values Tensor[B, N, c] on ``points``.
 
     Raises:
         ValueError: empty point set, wrong coordinate dimension, NaN/inf outputs (naming

@@ -31,7 +31,8 @@ def psnr(pred: Tensor, target: Tensor, peak: float = 1.0) -> Tensor:
     """Peak signal-to-noise ratio of each item, in dB.
 
     Args:
-        pred, target: Tensor[B, ...].
+        pred: Tensor[B, ...], the reconstruction.
+        target: Tensor[B, ...], the reference.
         peak: the width of the value range.
 
     Returns:
@@ -120,8 +121,8 @@ def fit(images: Tensor, family: INRFamily, *, steps: int = 500, lr: float = 1e-3
         batch_size: INRs optimised together (one stacked set of parameters).
         device: where to fit (default: the images' device).
         compile: ``torch.compile`` the loss (forward and backward); off by default.
-        init: a shared initialisation for every INR (an :class:`INRModule`, an
-            :class:`INRBatch` of one, or ``{name: Tensor[*shape]}``), e.g. a meta-learned
+        init: a shared initialisation for every INR (an [`INRModule`][inrnet.inr.base.INRModule], an
+            [`INRBatch`][inrnet.inr.base.INRBatch] of one, or ``{name: Tensor[*shape]}``), e.g. a meta-learned
             INR; default: the family's random initialisation, seeded by ``seed``.
         points_per_step: fit on this many random pixels per step (default: all).
         data_range: the range of the image values, mapped to ``family.value_range``.
@@ -130,9 +131,9 @@ def fit(images: Tensor, family: INRFamily, *, steps: int = 500, lr: float = 1e-3
         progress: show a tqdm progress bar.
 
     Returns:
-        The fitted INRs (an :class:`INRBatch` of ``B``, on the images' device) and their
+        The fitted INRs (an [`INRBatch`][inrnet.inr.base.INRBatch] of ``B``, on the images' device) and their
         quality ``{"psnr_grid": Tensor[B], "psnr_offgrid": Tensor[B]}`` (see
-        :func:`fit_quality`).
+        [`fit_quality`][inrnet.inr.fitting.fit_quality]).
     """
     _check_images(images, family, data_range)
     if not isinstance(steps, int) or steps < 1 or not isinstance(batch_size, int) or batch_size < 1:

@@ -105,7 +105,7 @@ class FourierFamily(INRFamily):
 class FourierFeatures(INRModule):
     """One Gaussian Fourier-feature network as an ``nn.Module``: ``Tensor[N, d] -> Tensor[N, c]``.
 
-    Takes :class:`FourierFamily`'s arguments; ``generator`` seeds the initialisation.
+    Takes [`FourierFamily`][inrnet.inr.fourier.FourierFamily]'s arguments; ``generator`` seeds the initialisation.
     """
 
     def __init__(self, in_features: int = 2, out_features: int = 3, features: int = 256, sigma: float = 5.0,

@@ -1,7 +1,7 @@
 """Pixel and voxel arrays seen as INRs.
 
-:class:`PixelINR` turns a batch of arrays ``[B, C, *shape]`` into INRs on ``[-1, 1]^d``
-under the grid convention of :mod:`inrnet.sampling.points`: coordinate ``k`` belongs to
+[`PixelINR`][inrnet.inr.pixel.PixelINR] turns a batch of arrays ``[B, C, *shape]`` into INRs on ``[-1, 1]^d``
+under the grid convention of [`inrnet.sampling.points`][inrnet.sampling.points]: coordinate ``k`` belongs to
 tensor axis ``k`` and the value of cell ``i`` sits at its centre ``-1 + (2 i + 1) / n``.
 So at ``inrnet.sampling.grid(shape)`` a PixelINR returns exactly the array values, in
 both modes:

@@ -96,7 +96,7 @@ class SirenFamily(INRFamily):
 class Siren(INRModule):
     """One SIREN as an ``nn.Module``: ``forward(coords Tensor[N, d]) -> Tensor[N, c]``.
 
-    Takes :class:`SirenFamily`'s arguments; ``generator`` seeds the initialisation.
+    Takes [`SirenFamily`][inrnet.inr.siren.SirenFamily]'s arguments; ``generator`` seeds the initialisation.
     """
 
     def __init__(self, in_features: int = 2, out_features: int = 3, width: int = 256, depth: int = 5,

@@ -4,7 +4,7 @@ One dataset is one directory::
 
     manifest.json             format, version, family {name, config}, count, shard_size,
                               complete, fit settings, and per finished shard: file,
-                              start, count, bytes, sha256
+                              start, count, bytes, sha256 (in order of start)
     shard-00000.safetensors   params.<name> [n, *shape], labels [n, ...],
     shard-00001.safetensors   quality.<key> [n] (e.g. psnr_grid, psnr_offgrid)
 
@@ -12,8 +12,14 @@ Nothing is ever unpickled: the family is rebuilt by name from its JSON config an
 shards are plain tensors, memory-mapped on reading. Every file is written atomically
 (a temporary file in the same directory, ``fsync``, ``os.replace``), and the manifest is
 rewritten after each finished shard, so an interrupted build resumes
-where it stopped (:mod:`inrnet.inr.build`). A shard whose size, checksum or header is wrong raises
-:class:`CorruptShardError` naming the file.
+where it stopped ([`inrnet.inr.build`][inrnet.inr.build]). A shard whose size, checksum or header is wrong raises
+[`CorruptShardError`][inrnet.inr.store.CorruptShardError] naming the file.
+
+The manifest itself is checked when read: in a complete dataset the shards tile
+``[0, count)`` in order (the first starts at 0, each next one where the previous one
+ends), each names a distinct file inside the directory, and the family config holds only
+keys its family takes; anything else is a ``ValueError`` naming the manifest and the bad
+entry.
 """
 
 from __future__ import annotations
@@ -21,15 +27,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from inrnet.inr.base import INRBatch, INRFamily
+from inrnet.inr.base import INRBatch, INRFamily, family_from_dict
 
 __all__ = ["FORMAT", "VERSION", "MANIFEST", "CorruptShardError", "save_inrs", "read_manifest", "verify_shard"]
 
@@ -81,7 +88,9 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: ``root`` or its manifest does not exist.
-        ValueError: the manifest is not valid JSON of this format and version.
+        ValueError: naming the manifest: it is not valid JSON of this format and version,
+            or an entry is missing or wrong (see the module docstring), e.g. shards that do
+            not tile a complete dataset or a family config key its family does not take.
     """
     root = Path(root)
     if not root.is_dir():
@@ -95,10 +104,86 @@ def read_manifest(root: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"INR dataset manifest {str(path)!r} is not valid JSON: {e}") from e
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise ValueError(f"{str(path)!r} is not an {FORMAT} manifest of version {VERSION}")
+    _check_manifest(manifest, path)
+    return manifest
+
+
+def _is_int(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _check_manifest(manifest: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """Raise ``ValueError`` naming ``path`` unless ``manifest`` is well formed.
+
+    Every entry is present with its type; ``count`` and ``shard_size`` are positive; the
+    family rebuilds from its ``{name, config}``; each shard names a distinct file inside
+    the dataset directory, with a positive ``count``, ``bytes >= 0`` and a hex sha256.
+    The shards cover items in order without overlapping, within ``[0, count)``; in a
+    complete dataset they tile it exactly: the first starts at 0 and each next one where
+    the previous one ends, the last at ``count`` (an unfinished build may have gaps).
+
+    Args:
+        manifest: a parsed ``manifest.json``.
+        path: its file, for the messages.
+    """
+    where = f"INR dataset manifest {str(path)!r}"
     missing = {"family", "count", "shard_size", "complete", "fit", "shards"} - set(manifest)
     if missing:
-        raise ValueError(f"INR dataset manifest {str(path)!r} lacks the entries {sorted(missing)}")
-    return manifest
+        raise ValueError(f"{where}: lacks the entries {sorted(missing)}")
+    for key in ("count", "shard_size"):
+        if not _is_int(manifest[key], 1):
+            raise ValueError(f"{where}: {key!r} must be a positive integer, got {manifest[key]!r}")
+    if not isinstance(manifest["complete"], bool):
+        raise ValueError(f"{where}: 'complete' must be true or false, got {manifest['complete']!r}")
+    if not isinstance(manifest["fit"], dict):
+        raise ValueError(f"{where}: 'fit' must be an object of fit settings, got {manifest['fit']!r}")
+    family = manifest["family"]
+    if not isinstance(family, dict) or not isinstance(family.get("config"), dict) or "name" not in family:
+        raise ValueError(f"{where}: 'family' must be an object with a 'name' and a 'config' object, got {family!r}")
+    try:
+        family_from_dict(family)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{where}: its 'family' entry does not rebuild: {e}") from None
+    shards, count = manifest["shards"], manifest["count"]
+    if not isinstance(shards, list):
+        raise ValueError(f"{where}: 'shards' must be a list of shard entries, got {shards!r}")
+    files: dict[str, int] = {}
+    end = 0
+    for i, entry in enumerate(shards):
+        if not isinstance(entry, dict):
+            raise ValueError(f"{where}: shard {i} must be an object {{file, start, count, bytes, sha256}}, "
+                             f"got {entry!r}")
+        shard = f"shard {i} ({entry.get('file')!r})"
+        missing = {"file", "start", "count", "bytes", "sha256"} - set(entry)
+        if missing:
+            raise ValueError(f"{where}: {shard} lacks the entries {sorted(missing)}")
+        file = entry["file"]
+        parts = PurePosixPath(file).parts if isinstance(file, str) else ()
+        if not parts or PurePosixPath(file).is_absolute() or ".." in parts or "\\" in file:
+            raise ValueError(f"{where}: {shard} must name its file by a relative path inside the dataset "
+                             "directory ('/'-separated, no '..', no absolute path)")
+        if "/".join(parts) in files:
+            raise ValueError(f"{where}: {shard} names the file of shard {files['/'.join(parts)]}")
+        files["/".join(parts)] = i
+        for key, least in (("start", 0), ("count", 1), ("bytes", 0)):
+            if not _is_int(entry[key], least):
+                kind = "a positive" if least else "a non-negative"
+                raise ValueError(f"{where}: {shard} {key!r} must be {kind} integer, got {entry[key]!r}")
+        if not isinstance(entry["sha256"], str) or not re.fullmatch("[0-9a-f]{64}", entry["sha256"]):
+            raise ValueError(f"{where}: {shard} 'sha256' must be 64 lowercase hex digits, got {entry['sha256']!r}")
+        start = entry["start"]
+        if start < end:
+            raise ValueError(f"{where}: {shard} starts at {start}, inside the shards listed before it (they end "
+                             f"at {end}); shards are listed in order of start and do not overlap")
+        if manifest["complete"] and start != end:
+            raise ValueError(f"{where}: {shard} starts at {start}, but the shards listed before it end at {end}; "
+                             f"the shards of a complete dataset tile [0, {count}) in order")
+        end = start + entry["count"]
+        if end > count:
+            raise ValueError(f"{where}: {shard} ends at {end}, past the dataset's count {count}")
+    if manifest["complete"] and end != count:
+        raise ValueError(f"{where}: the shards end at {end}, not at the dataset's count {count}; the shards of "
+                         f"a complete dataset tile [0, {count}) in order")
 
 
 def verify_shard(root: str | os.PathLike, entry: Mapping[str, Any], family: INRFamily,
@@ -170,7 +255,7 @@ def save_inrs(path: str | os.PathLike, inrs: INRBatch, labels: Tensor, *,
     Args:
         inrs: B INRs of one family.
         labels: Tensor[B, ...].
-        quality: optional ``{key: Tensor[B]}`` (e.g. the second output of :func:`fit`).
+        quality: optional ``{key: Tensor[B]}`` (e.g. the second output of [`fit`][inrnet.inr.fitting.fit]).
         shard_size: INRs per shard (default: one shard).
     """
     root = Path(path)

@@ -1,16 +1,19 @@
 """The shared LightningModule: a registered backbone, its optimiser, checks and checkpoints.
 
-A task module holds one model built by name (:func:`inrnet.models.create_model`); its
+A task module holds one model built by name ([`inrnet.models.create_model`][inrnet.models._registry.create_model]); its
 hyper-parameters are the name and keyword arguments, so a checkpoint rebuilds the same
-architecture (``INRClassifier.load_from_checkpoint(path)``, or :func:`load_task` for any
+architecture (``INRClassifier.load_from_checkpoint(path)``, or [`load_task`][inrnet.lightning.base.load_task] for any
 task). Loading the weights of another architecture into it (``fit --ckpt_path``) fails
-before training with both configs named. Before any step, :meth:`TaskModule.setup` checks
+before training with both configs named. Before any step, `TaskModule.setup` checks
 the model against the DataModule's INRs: coordinate dimension, channels, label kind and
 range.
 """
 
 from __future__ import annotations
 
+import os
+import pickle
+import re
 from typing import Any, ClassVar
 
 import torch
@@ -18,6 +21,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from inrnet.lightning.callbacks import CheckpointRNG
 from inrnet.models import create_model, model_config
 from inrnet.nn.conv import ContinuousConv
 
@@ -79,10 +83,10 @@ class TaskModule(LightningModule):
             (a pixel CNN in an INR task or the reverse).
     """
 
-    #: ``"field"`` for INR-Net tasks, ``"image"`` for pixel baselines.
     takes: ClassVar[str] = "field"
-    #: ``"classes"`` (labels Tensor[B]) or ``"maps"`` (label maps Tensor[B, H, W]).
+    """``"field"`` for INR-Net tasks, ``"image"`` for pixel baselines."""
     labels: ClassVar[str] = "classes"
+    """``"classes"`` (labels Tensor[B]) or ``"maps"`` (label maps Tensor[B, H, W])."""
 
     def __init__(self, model: str = "inrnet2", model_kwargs: dict[str, Any] | None = None, lr: float = 1e-3,
                  weight_decay: float = 1e-2, scheduler: str = "constant", optimizer: str = "adamw"):
@@ -109,7 +113,7 @@ class TaskModule(LightningModule):
 
     def check_input(self, spec: dict[str, Any]) -> None:
         """Raise ``ValueError`` unless data described by ``spec`` (see
-        :meth:`INRDataModule.input_spec <inrnet.lightning.INRDataModule.input_spec>`) fits the model."""
+        [`INRDataModule.input_spec`][inrnet.lightning.datamodule.INRDataModule.input_spec]) fits the model."""
         name = self.hparams.model
         if spec["dim"] != self.input_dim:
             raise ValueError(f"model {name!r} takes {self.input_dim}-d coordinates but the dataset's INRs take "
@@ -127,6 +131,11 @@ class TaskModule(LightningModule):
         if spec["max_label"] >= self.num_classes:
             raise ValueError(f"model {name!r} predicts {self.num_classes} classes but the dataset has label "
                              f"{spec['max_label']}; set model_kwargs.num_classes={spec['max_label'] + 1}")
+
+    def configure_callbacks(self) -> list[CheckpointRNG]:
+        """[`CheckpointRNG`][inrnet.lightning.callbacks.CheckpointRNG], so that ``fit(ckpt_path=...)``
+        restores the RNGs dropout and augmentations draw from."""
+        return [CheckpointRNG()]
 
     # optimisation ---------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
@@ -180,17 +189,34 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def load_task(path: str, map_location: Any = "cpu") -> TaskModule:
+def load_task(path: str | os.PathLike, map_location: Any = "cpu") -> TaskModule:
     """Rebuild the task module saved in a checkpoint, whatever its task and architecture.
 
+    The file is read with ``torch.load(weights_only=True)``, by this function and by
+    Lightning's ``load_from_checkpoint`` after it: only tensors and plain containers are
+    unpickled, so a crafted checkpoint cannot run code (a checkpoint written by an inrnet
+    task holds nothing else).
+
+    Args:
+        path: the ``.ckpt`` file.
+        map_location: where to put its tensors, as in ``torch.load``.
+
     Raises:
-        ValueError: the checkpoint was not written by an inrnet task module.
+        ValueError: the checkpoint holds pickled objects other than tensors and plain
+            containers, or was not written by an inrnet task module.
     """
     from inrnet.lightning import classification, segmentation
-    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    saved = checkpoint.get("inrnet")
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: Please use|$)", str(e), re.MULTILINE)
+        raise ValueError(f"checkpoint {str(path)!r} holds pickled objects other than tensors and plain containers "
+                         f"({found.group(1) if found else e}); inrnet.lightning.load_task refuses to unpickle them, "
+                         "since unpickling them could run arbitrary code") from None
+    saved = checkpoint.get("inrnet") if isinstance(checkpoint, dict) else None
     tasks = {cls.__name__: cls for mod in (classification, segmentation) for cls in vars(mod).values()
              if isinstance(cls, type) and issubclass(cls, TaskModule) and cls is not TaskModule}
-    if saved is None or saved.get("task") not in tasks:
-        raise ValueError(f"{path!r} is not a checkpoint of an inrnet task module (tasks: {sorted(tasks)})")
-    return tasks[saved["task"]].load_from_checkpoint(path, map_location=map_location)
+    if not isinstance(saved, dict) or saved.get("task") not in tasks:
+        raise ValueError(f"{str(path)!r} is not a checkpoint of an inrnet task module (no 'inrnet' entry naming "
+                         f"one of the tasks {sorted(tasks)})")
+    return tasks[saved["task"]].load_from_checkpoint(path, map_location=map_location, weights_only=True)

@@ -1,5 +1,6 @@
 """Callbacks: ``SavePredictions`` writes what ``inrnet predict`` computes to one file;
-``RecalibrateNorms`` re-estimates batch-norm statistics at each evaluation setting's points.
+``RecalibrateNorms`` re-estimates batch-norm statistics at each evaluation setting's points;
+``CheckpointRNG`` (which every task module adds) checkpoints the RNGs training draws from.
 
     inrnet predict --config CONFIG --ckpt_path CKPT \\
         --trainer.callbacks+=inrnet.lightning.SavePredictions --trainer.callbacks.path=predictions.pt
@@ -12,15 +13,17 @@ order of the predict split (one process; under DDP each rank writes ``path`` wit
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
 from inrnet.nn.norm import NormSnapshot, recalibrate_norms, restore_norms, snapshot_norms
 
-__all__ = ["SavePredictions", "RecalibrateNorms"]
+__all__ = ["SavePredictions", "RecalibrateNorms", "CheckpointRNG"]
 
 
 class SavePredictions(BasePredictionWriter):
@@ -58,7 +61,7 @@ class RecalibrateNorms(Callback):
     "How many points to train on"). Before the first batch of each test (and, with
     ``stages=("val", "test")``, validation) DataLoader, this runs ``num_batches`` batches of
     *training* INRs, sampled on that setting's points, through the model with
-    :func:`inrnet.nn.recalibrate_norms` (no labels, no gradients, weights untouched). The
+    [`inrnet.nn.recalibrate_norms`][inrnet.nn.norm.recalibrate_norms] (no labels, no gradients, weights untouched). The
     trained statistics are put back when the stage ends, so checkpoints and later stages
     see the model as trained.
 
@@ -70,7 +73,7 @@ class RecalibrateNorms(Callback):
         stages: ``"test"`` and/or ``"val"``.
         seed: picks the training INRs (the same ones for every setting).
 
-    Needs an :class:`~inrnet.lightning.INRDataModule` (or :class:`~inrnet.lightning.PixelDataModule`)
+    Needs an [`INRDataModule`][inrnet.lightning.datamodule.INRDataModule] (or [`PixelDataModule`][inrnet.lightning.pixel.PixelDataModule])
     with a training split.
     """
 
@@ -136,3 +139,80 @@ class RecalibrateNorms(Callback):
 
     def on_validation_end(self, trainer, pl_module) -> None:
         self._end(trainer, pl_module, "val")
+
+
+class CheckpointRNG(Callback):
+    """Checkpoint the random number generators training draws from; restore them on resume.
+
+    Dropout, and augmentations without a generator of their own
+    ([`PointDropout`][inrnet.nn.augment.PointDropout] ``generator=None``), draw from the
+    global RNGs, which Lightning neither saves nor restores: a resumed run would draw other
+    masks than the uninterrupted one. This callback's state, saved in every checkpoint,
+    holds the global torch RNG (CPU, and the current CUDA device's if CUDA is in use),
+    numpy's and Python's, and the state of every ``torch.Generator`` a submodule of the
+    task module keeps as ``generator`` (a seeded ``PointDropout``, ``RandomFlip``,
+    ``RandomAffine``). ``fit(ckpt_path=...)`` restores them right before the first resumed
+    step (after the sanity check), so with the DataModule's own state (data order, sampler
+    scrambles) the resumed run reproduces the uninterrupted one.
+
+    Every [`TaskModule`][inrnet.lightning.base.TaskModule] adds it (``configure_callbacks``).
+    Under DDP the checkpoint holds rank 0's states and every rank restores them; ranks seeded
+    alike (``seed_everything``) hold the same states anyway.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._module: torch.nn.Module | None = None
+        self._restore: dict[str, Any] | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._module = pl_module
+
+    def _generators(self) -> dict[str, torch.Generator]:
+        if self._module is None:
+            return {}
+        return {name: m.generator for name, m in self._module.named_modules()
+                if isinstance(getattr(m, "generator", None), torch.Generator)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"torch": ByteTensor, "cuda": ByteTensor (if CUDA is in use), "numpy": {...}, "python": tuple,
+        "generators": {module name: ByteTensor}}``, tensors and plain containers only
+        (checkpoints load with ``weights_only=True``)."""
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        state = {"torch": torch.get_rng_state(),
+                 "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                           "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+                 "python": random.getstate(),
+                 "generators": {name: g.get_state() for name, g in self._generators().items()}}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Keep ``state_dict`` to restore at the start of the resumed training.
+
+        Raises:
+            ValueError: ``state_dict`` lacks the global states.
+        """
+        if not isinstance(state_dict, dict) or not {"torch", "numpy", "python", "generators"} <= set(state_dict):
+            raise ValueError("a CheckpointRNG state holds the 'torch', 'numpy', 'python' and 'generators' states, "
+                             f"got {sorted(state_dict) if isinstance(state_dict, dict) else state_dict!r}")
+        self._restore = state_dict
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        state, self._restore = self._restore, None
+        if state is None:
+            return
+        generators = self._generators()
+        if set(state["generators"]) != set(generators):
+            raise ValueError(f"the checkpoint holds the RNGs of modules {sorted(state['generators'])}, but this "
+                             f"model's generators are in modules {sorted(generators)}")
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda"])
+        numpy = state["numpy"]
+        np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
+                             numpy["has_gauss"], numpy["cached_gaussian"]))
+        random.setstate(state["python"])
+        for name, g in generators.items():
+            g.set_state(state["generators"][name])

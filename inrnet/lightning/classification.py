@@ -2,8 +2,8 @@
 
 Alg. 1: for each minibatch of INRs and labels, draw query points from a low-discrepancy
 sampler, evaluate the INR-Net on the INRs sampled there, backpropagate the loss. The
-points and the sampling live in :class:`~inrnet.lightning.INRDataModule`; a step here
-receives a :class:`~inrnet.lightning.Batch` whose ``inputs`` is the sampled Field.
+points and the sampling live in [`INRDataModule`][inrnet.lightning.datamodule.INRDataModule]; a step here
+receives a [`Batch`][inrnet.lightning.datamodule.Batch] whose ``inputs`` is the sampled Field.
 
 Metrics (torchmetrics, synchronised across DDP processes): top-1 and top-3 accuracy
 (top-3 when there are more than 3 classes) and the loss, per evaluation setting, logged
@@ -30,7 +30,10 @@ class INRClassifier(TaskModule):
     Args:
         model: registered model name; it maps a Field [B, N, C] to logits [B, K].
         model_kwargs: its keyword arguments.
-        lr, weight_decay, scheduler, optimizer: see :class:`~inrnet.lightning.base.TaskModule`.
+        lr: learning rate, see [`TaskModule`][inrnet.lightning.base.TaskModule].
+        weight_decay: see [`TaskModule`][inrnet.lightning.base.TaskModule].
+        scheduler: ``"constant"`` or ``"cosine"``.
+        optimizer: ``"adamw"`` or ``"sgd"``.
         label_smoothing: of the cross-entropy loss.
 
     Shapes:
@@ -80,7 +83,7 @@ class INRClassifier(TaskModule):
 
 class PixelClassifier(INRClassifier):
     """The pixel twin (``cnn2``, ``cnn4``): the same task on images [B, C, H, W] from a
-    :class:`~inrnet.lightning.PixelDataModule`. Arguments as :class:`INRClassifier`."""
+    [`PixelDataModule`][inrnet.lightning.pixel.PixelDataModule]. Arguments as [`INRClassifier`][inrnet.lightning.classification.INRClassifier]."""
 
     takes = "image"
 

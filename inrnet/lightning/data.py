@@ -1,10 +1,10 @@
 """What the DataModules read: INR datasets by name or path, in-memory datasets, sampler specs.
 
 An *INR dataset* here is anything with ``len()``, ``.family`` (an
-:class:`~inrnet.inr.INRFamily`), ``.labels`` (Tensor[len, ...]) and
+[`INRFamily`][inrnet.inr.base.INRFamily]), ``.labels`` (Tensor[len, ...]) and
 ``.batch(indices) -> (INRBatch, labels Tensor[b, ...])``: a stored
-:class:`~inrnet.inr.INRDataset`, a named dataset of :mod:`inrnet.datasets`, an
-:class:`InMemoryINRDataset`, or a :class:`SubsetINRDataset` of any of them.
+[`INRDataset`][inrnet.inr.dataset.INRDataset], a named dataset of [`inrnet.datasets`][inrnet.datasets], an
+[`InMemoryINRDataset`][inrnet.lightning.data.InMemoryINRDataset], or a [`SubsetINRDataset`][inrnet.lightning.data.SubsetINRDataset] of any of them.
 
 Sampler specs are short strings that fit in a YAML config or on the command line:
 ``"sobol:1024"``, ``"halton:1024"``, ``"shrunk:784"``, ``"mc:784"``, ``"grid:28x28"``.
@@ -42,7 +42,7 @@ class INRDatasetLike(Protocol):
 
 
 class InMemoryINRDataset:
-    """INRs held in memory: an :class:`INRBatch` of ``B`` INRs and their labels.
+    """INRs held in memory: an [`INRBatch`][inrnet.inr.base.INRBatch] of ``B`` INRs and their labels.
 
     Args:
         inrs: the INRs.
@@ -58,7 +58,7 @@ class InMemoryINRDataset:
     @classmethod
     def from_images(cls, images: Tensor, labels: Tensor, mode: str = "linear",
                     value_range: Sequence[float] = (0.0, 1.0)) -> InMemoryINRDataset:
-        """Pixel arrays as INRs (:class:`~inrnet.inr.PixelINR`).
+        """Pixel arrays as INRs ([`PixelINR`][inrnet.inr.pixel.PixelINR]).
 
         Sampled on their own grid they give back the pixels exactly; ``mode="linear"`` on a
         finer grid gives their bilinear upsampling (``F.interpolate(mode="bilinear",
@@ -150,7 +150,7 @@ def open_dataset(dataset: str | os.PathLike | INRDatasetLike, split: str, root: 
     """Open one split of an INR dataset.
 
     Args:
-        dataset: a name known to :func:`inrnet.datasets.get_dataset` (``"fashion_mnist"``,
+        dataset: a name known to [`inrnet.datasets.get_dataset`][inrnet.datasets.get_dataset] (``"fashion_mnist"``,
             ``"fashion_mnist_default"``, ``"cityscapes"``, ...); a directory whose
             sub-directory ``split`` is a stored INR dataset (``<dir>/<split>/manifest.json``);
             or an INR dataset object, returned as is.
@@ -183,7 +183,7 @@ _SPEC = re.compile(r"^\s*(?P<scheme>[a-z]+)\s*:\s*(?P<size>\d+(?:\s*x\s*\d+)*)\s
 
 def parse_sampler(spec: str | Sampler, dim: int | None = None, *, seed: int = 0, rescramble: bool = True,
                   device=None) -> Sampler:
-    """A :class:`~inrnet.sampling.Sampler` from a spec string (a Sampler is returned as is).
+    """A [`Sampler`][inrnet.sampling.sampler.Sampler] from a spec string (a Sampler is returned as is).
 
     ``"sobol:1024"`` (also ``halton``, ``shrunk``, ``mc``) draws 1024 points in ``[-1, 1]^dim``
     (``dim`` default 2); ``"grid:28x28"`` is the grid of cell centres of a 28x28 image

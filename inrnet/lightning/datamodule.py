@@ -1,12 +1,16 @@
-"""The LightningDataModule for INR datasets: INR-Nets get Fields (pixel models: :mod:`.pixel`).
+"""The LightningDataModule for INR datasets: INR-Nets get Fields (pixel models: [`inrnet.lightning.pixel`][inrnet.lightning.pixel]).
 
 The DataLoaders only read INR *parameters* (cheap, in workers if ``num_workers > 0``). The
 INRs are evaluated after the batch reached the training device, in
-:meth:`INRDataModule.on_after_batch_transfer`, i.e. in the training process right before
-each step: one batched :func:`inrnet.inr.sample` call on the step's point set. Training
+`INRDataModule.on_after_batch_transfer`, i.e. in the training process right before
+each step: one batched [`inrnet.inr.sample`][inrnet.inr.evaluate.sample] call on the step's point set. Training
 draws a fresh scramble of its sampler at every step (the same on every DDP rank, since
 the samplers are seeded alike: one point set per global minibatch); evaluation uses a
 fixed point set per setting, so neighbour searches are cached across batches.
+
+Checkpoints hold where training stands in all of this (the pass over the data and the
+batch within it, the sampler's scramble counter, the label-point generator), so
+``fit(ckpt_path=...)`` continues the same sequence of batches and point sets.
 
 Every INR's values are mapped from its family's ``value_range`` to ``[0, 1]``, so INRs of
 different families (SIREN train, Fourier-feature test) and pixel images agree.
@@ -14,7 +18,8 @@ different families (SIREN train, Fourier-feature test) and pixel images agree.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,8 +36,8 @@ from inrnet.sampling import grid
 
 __all__ = ["Batch", "INRDataModule", "IGNORE_INDEX"]
 
-#: Label of void pixels in segmentation label maps; ignored by losses and metrics.
 IGNORE_INDEX = 255
+"""Label of void pixels in segmentation label maps; ignored by losses and metrics."""
 STAGES = ("train", "val", "test", "predict")
 
 
@@ -68,33 +73,103 @@ class _ReadBatch:
         return self.dataset.batch(indices)
 
 
+class _EpochOrder(DistributedSampler):
+    """The training order: this rank's share of a permutation of ``(seed, epoch)``, from item ``start`` on.
+
+    A ``DistributedSampler``, so that Lightning leaves it in place under DDP too;
+    ``_TrainLoader`` sets its epoch and ``start`` at the beginning of every pass.
+    """
+
+    def __init__(self, n: int, num_replicas: int, rank: int, shuffle: bool, seed: int):
+        super().__init__(range(n), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed)
+        self.start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(super().__iter__(), self.start, None)
+
+
+class _TrainLoader(DataLoader):
+    """The training DataLoader, resumable mid-epoch: ``state_dict()`` is ``{"epoch": e, "batches": b}``.
+
+    Pass ``e`` over the data (the ``e``-th ``iter()``) follows the order of epoch ``e`` of its
+    ``_EpochOrder``, whatever epoch Lightning sets; ``b`` counts the batches the pass under
+    way handed out, i.e. trained on (Lightning does not prefetch from a loader of known
+    length; workers' prefetching does not count). Lightning saves this state in checkpoints
+    and hands it back to ``load_state_dict`` when ``fit(ckpt_path=...)`` resumes; the next
+    pass then continues pass ``e`` at its batch ``b`` (or starts pass ``e + 1`` if ``e`` was
+    done). Counting passes, not Lightning's epochs, matters after a ``max_steps`` stop:
+    Lightning closes the interrupted epoch, then resumes with an "epoch" as long as the
+    rest of it.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._position: dict[str, int] | None = None  # the pass under way; None before the first
+        self._resume: dict[str, int] | None = None
+
+    def __iter__(self) -> Iterator[tuple[INRBatch, Tensor]]:
+        # A generator, so this runs at the first next(): iter() without a next() starts no pass.
+        if self._resume is not None:
+            epoch, skip = self._resume["epoch"], self._resume["batches"]
+            if skip >= len(self):
+                epoch, skip = epoch + 1, 0
+        else:
+            epoch, skip = (0 if self._position is None else self._position["epoch"] + 1), 0
+        self._resume = None
+        if isinstance(self.sampler, _EpochOrder):
+            self.sampler.set_epoch(epoch)
+            self.sampler.start = skip * self.batch_size
+            batches = super().__iter__()
+        else:  # a sampler Lightning put in (overfit_batches): skip by reading
+            batches = itertools.islice(super().__iter__(), skip, None)
+        self._position = {"epoch": epoch, "batches": skip}
+        for batch in batches:
+            self._position["batches"] += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return dict(self._position or {"epoch": 0, "batches": 0})
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if not isinstance(state, dict) or not all(isinstance(state.get(k), int) and state[k] >= 0
+                                                  for k in ("epoch", "batches")):
+            raise ValueError(f"a training DataLoader state is {{'epoch': int, 'batches': int}}, got {state!r}")
+        self._resume = {"epoch": state["epoch"], "batches": state["batches"]}
+
+
 class INRDataModule(LightningDataModule):
     """INR dataset splits, batched, evaluated on each split's point sets.
 
     Args:
-        dataset: a dataset name (:func:`inrnet.datasets.get_dataset`), a directory holding
+        dataset: a dataset name ([`inrnet.datasets.get_dataset`][inrnet.datasets.get_dataset]), a directory holding
             one stored INR dataset per split (``<dir>/<split>/manifest.json``), or a dict
             ``{split: INR dataset object}``.
         root: where named datasets live.
-        train_split, val_split, test_split, predict_split: split names (``val_split=None``:
-            hold out ``val_size`` training items, or no validation if 0; ``predict_split``
-            defaults to ``test_split``).
+        train_split: the training split's name.
+        val_split: the validation split's name; ``None`` holds out ``val_size`` training
+            items, or validates nothing if ``val_size`` is 0.
+        test_split: the test split's name.
+        predict_split: the prediction split's name (default ``test_split``).
         batch_size: INRs per training step (per process under DDP).
         eval_batch_size: INRs per evaluation step (default ``batch_size``).
         train_sampler: sampler spec of the training points, e.g. ``"sobol:1024"``.
-        val_samplers, test_samplers: one evaluation setting (DataLoader) per spec; the
-            validation default is the first test spec.
+        val_samplers: one validation setting (DataLoader) per spec (default: the first
+            of ``test_samplers``).
+        test_samplers: one test setting (DataLoader) per spec.
         train_label_points: segmentation: score each training step on this many random
             label pixels (default all).
         eval_label_stride: segmentation: score evaluation on every ``s``-th label pixel
             along each axis (default 1: all of them).
-        limit_train, limit_val, limit_test: use a seeded random subset of this many items.
+        limit_train: use a seeded random subset of this many training items.
+        limit_val: likewise for validation.
+        limit_test: likewise for testing.
         val_size: training items held out for validation when ``val_split`` is None.
-        shuffle: shuffle the training items each epoch (under DDP too: the DataModule shards
-            the items itself, with a seeded ``DistributedSampler``).
+        shuffle: shuffle the training items each epoch: pass ``e`` over them follows the
+            permutation seeded by ``(seed, e)`` (the global RNG plays no part), under DDP
+            too, where the DataModule shards the items itself like a ``DistributedSampler``.
         num_workers: DataLoader workers (they only read parameters).
-        chunk_size: INRs per batched evaluation in :func:`~inrnet.inr.sample`.
-        seed: seeds the subsets and the samplers.
+        chunk_size: INRs per batched evaluation in [`sample`][inrnet.inr.evaluate.sample].
+        seed: seeds the subsets, the data order and the samplers.
     """
 
     def __init__(self, dataset: Any = "fashion_mnist", root: str | None = None, train_split: str = "train",
@@ -130,6 +205,7 @@ class INRDataModule(LightningDataModule):
         self._samplers: dict[tuple, Any] = {}
         self._queries: dict[tuple, tuple[PointSet, Tensor]] = {}
         self._label_rng = torch.Generator().manual_seed(seed)
+        self._sampler_states: dict[str, dict[str, int]] = {}  # from a checkpoint, for samplers made later
         if val_split is None and not val_size:
             self.val_dataloader = None  # no validation: Lightning skips the loop
 
@@ -180,14 +256,14 @@ class INRDataModule(LightningDataModule):
                              + ", ".join(f"{p}: {s}" for p, s in specs.items()))
 
     def input_spec(self, probe: int = 16) -> dict[str, Any]:
-        """What the model will see, for checks before training (after :meth:`setup`).
+        """What the model will see, for checks before training (after [`setup`][inrnet.lightning.datamodule.INRDataModule.setup]).
 
         Class labels are read in full; label maps (large) from the first ``probe`` items of
         each split.
 
         Returns:
             ``{"dim": d, "channels": C, "label_dims": 0 (classes) or 2 (label maps), "max_label": int}``
-            (``max_label`` ignores :data:`IGNORE_INDEX`).
+            (``max_label`` ignores [`IGNORE_INDEX`][inrnet.lightning.datamodule.IGNORE_INDEX]).
         """
         if not self.data:
             raise RuntimeError("call setup() before input_spec()")
@@ -207,15 +283,17 @@ class INRDataModule(LightningDataModule):
         if part not in self.data:
             raise ValueError(f"no {part} data: set {part}_split" + (" or val_size" if part == "val" else ""))
         ds = self.data[part]
-        shuffle, sampler = train and self.shuffle, None
         trainer = self.trainer
-        if trainer is not None and trainer.world_size > 1:  # our own, so shuffle=False holds under DDP too
-            sampler = DistributedSampler(range(len(ds)), num_replicas=trainer.world_size, rank=trainer.global_rank,
-                                         shuffle=shuffle, seed=self.seed)
-        return DataLoader(range(len(ds)), batch_size=self.batch_size if train else self.eval_batch_size,
-                          shuffle=shuffle if sampler is None else False, sampler=sampler, drop_last=False,
-                          num_workers=self.num_workers, collate_fn=_ReadBatch(ds),
-                          persistent_workers=self.num_workers > 0)
+        replicas, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        # Our own samplers, so shuffle=False holds under DDP too. A generator of its own keeps
+        # each pass from drawing the workers' base seed from the global RNG (dropout's).
+        kwargs = {"drop_last": False, "num_workers": self.num_workers, "collate_fn": _ReadBatch(ds),
+                  "persistent_workers": self.num_workers > 0, "generator": torch.Generator().manual_seed(self.seed)}
+        if train:
+            return _TrainLoader(range(len(ds)), batch_size=self.batch_size,
+                                sampler=_EpochOrder(len(ds), replicas, rank, self.shuffle, self.seed), **kwargs)
+        sampler = DistributedSampler(range(len(ds)), replicas, rank, shuffle=False) if replicas > 1 else None
+        return DataLoader(range(len(ds)), batch_size=self.eval_batch_size, sampler=sampler, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
@@ -249,16 +327,51 @@ class INRDataModule(LightningDataModule):
         return batch
 
     def sampler(self, stage: str, index: int = 0, dim: int = 2, device=None):
-        """The :class:`~inrnet.sampling.Sampler` of evaluation setting ``index`` of ``stage``."""
+        """The [`Sampler`][inrnet.sampling.sampler.Sampler] of evaluation setting ``index`` of ``stage``."""
         key = (stage, index, dim, str(device))
         if key not in self._samplers:
             train = stage == "train"
             self._samplers[key] = parse_sampler(self.specs[stage][index], dim, seed=self.seed + (0 if train else 1),
                                                 rescramble=train, device=device)
+            if f"{stage}/{index}" in self._sampler_states:
+                self._samplers[key].load_state_dict(self._sampler_states[f"{stage}/{index}"])
         return self._samplers[key]
 
+    # checkpoints ----------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What training has drawn so far; Lightning saves it in every checkpoint.
+
+        Returns:
+            ``{"samplers": {"train/0": {"calls": c}}, "label_rng": ByteTensor}``: the training
+            sampler's scramble counter and the state of the generator that picks the
+            segmentation label points. (The data order is the training DataLoader's state.)
+        """
+        samplers: dict[str, dict[str, int]] = {}
+        for (stage, index, _, _), sampler in self._samplers.items():
+            state = sampler.state_dict()
+            # One per setting unless make_batch ran on a second device too: keep the one training advanced.
+            if stage == "train" and state["calls"] >= samplers.get(f"{stage}/{index}", {"calls": -1})["calls"]:
+                samplers[f"{stage}/{index}"] = state
+        return {"samplers": samplers, "label_rng": self._label_rng.get_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue from a `state_dict()`; ``fit(ckpt_path=...)`` calls it before training resumes.
+
+        Raises:
+            ValueError: ``state_dict`` is not of that form.
+        """
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("samplers"), dict) \
+                or not isinstance(state_dict.get("label_rng"), Tensor):
+            raise ValueError("an INRDataModule state is {'samplers': {setting: Sampler state}, 'label_rng': "
+                             f"ByteTensor}}, got {state_dict!r}")
+        self._sampler_states = dict(state_dict["samplers"])
+        for (stage, index, _, _), sampler in self._samplers.items():
+            if f"{stage}/{index}" in self._sampler_states:
+                sampler.load_state_dict(self._sampler_states[f"{stage}/{index}"])
+        self._label_rng.set_state(state_dict["label_rng"])
+
     def make_batch(self, inrs: INRBatch, labels: Tensor, stage: str = "train", index: int = 0) -> Batch:
-        """Evaluate INRs on the stage's point set (on their device) into a :class:`Batch`.
+        """Evaluate INRs on the stage's point set (on their device) into a [`Batch`][inrnet.lightning.datamodule.Batch].
 
         Args:
             inrs: B INRs.

@@ -45,12 +45,13 @@ def pixel_images(dataset: Any, name: str | None = None, split: str | None = None
     """The pixel images of an INR dataset's items, for the pixel baseline.
 
     The embedded default (``name="fashion_mnist_default"``) stores the images its INRs were
-    fitted to (:func:`inrnet.datasets.fashion_mnist.default_images`); so may any dataset
+    fitted to ([`inrnet.datasets.fashion_mnist.default_images`][inrnet.datasets.default_images]); so may any dataset
     (``dataset.images``). Otherwise the INRs are rendered at the cell centres of ``shape``.
 
     Args:
-        dataset: an INR dataset, or a :class:`SubsetINRDataset` of one.
-        name, split: the dataset's name and split, if it has them.
+        dataset: an INR dataset, or a [`SubsetINRDataset`][inrnet.lightning.data.SubsetINRDataset] of one.
+        name: the dataset's name, if it has one.
+        split: the dataset's split, if it has one.
 
     Returns:
         Images Tensor[n, C, *shape] in ``[0, 1]``, and a phrase saying where they came from.

@@ -3,7 +3,7 @@
 The paper's CNNs "sample INRs along the grid": the same INRs an INR-Net sees, evaluated at
 the cell centres of an image grid, reshaped to images ``[B, C, H, W]``. Everything else
 (splits, subsets, DDP sharding, evaluation settings, segmentation label points) is
-:class:`~inrnet.lightning.datamodule.INRDataModule`'s.
+[`INRDataModule`][inrnet.lightning.datamodule.INRDataModule]'s.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ class PixelDataModule(INRDataModule):
 
     Every sampler spec must be a grid (``"grid:28x28"``). INR datasets are rendered at the
     grid's cell centres, exactly as the paper's CNNs sample INRs; for pixel images wrapped
-    in :meth:`~inrnet.lightning.data.InMemoryINRDataset.from_images` (``"linear"``), a
-    finer grid is their bilinear upsampling. Arguments as :class:`INRDataModule`.
+    in [`from_images`][inrnet.lightning.data.InMemoryINRDataset.from_images] (``"linear"``), a
+    finer grid is their bilinear upsampling. Arguments as [`INRDataModule`][inrnet.lightning.datamodule.INRDataModule].
     """
 
     def __init__(self, dataset: Any = "fashion_mnist", root: str | None = None, train_split: str = "train",

@@ -9,7 +9,7 @@ bilinearly interpolated to the same label coordinates (the usual FCN upsampling)
 both are scored at exactly the same points.
 
 Metrics (torchmetrics, synchronised across DDP processes), void labels
-(:data:`~inrnet.lightning.datamodule.IGNORE_INDEX`) ignored: mean IoU over the classes
+([`IGNORE_INDEX`][inrnet.lightning.datamodule.IGNORE_INDEX]) ignored: mean IoU over the classes
 present, and pixel accuracy, logged as ``{stage}/miou/{setting}`` and
 ``{stage}/pixacc/{setting}``.
 """
@@ -60,7 +60,10 @@ class INRSegmenter(TaskModule):
         model: registered model name; ``model(field, query)`` returns a Field of logits
             [B, M, K] at the query points.
         model_kwargs: its keyword arguments.
-        lr, weight_decay, scheduler, optimizer: see :class:`~inrnet.lightning.base.TaskModule`.
+        lr: learning rate, see [`TaskModule`][inrnet.lightning.base.TaskModule].
+        weight_decay: see [`TaskModule`][inrnet.lightning.base.TaskModule].
+        scheduler: ``"constant"`` or ``"cosine"``.
+        optimizer: ``"adamw"`` or ``"sgd"``.
 
     Shapes:
         ``forward(inputs, query) -> logits Tensor[B, M, K]`` at the M query points;
@@ -114,8 +117,8 @@ class INRSegmenter(TaskModule):
 
 class PixelSegmenter(INRSegmenter):
     """The pixel twin (``fcn3``, ``fcn5``) on images [B, C, H, W] from a
-    :class:`~inrnet.lightning.PixelDataModule`, scored at the same label coordinates.
-    Arguments as :class:`INRSegmenter`."""
+    [`PixelDataModule`][inrnet.lightning.pixel.PixelDataModule], scored at the same label coordinates.
+    Arguments as [`INRSegmenter`][inrnet.lightning.segmentation.INRSegmenter]."""
 
     takes = "image"
 

@@ -39,7 +39,7 @@ class _Residual(nn.Module):
 
 
 class CNNClassifier(nn.Module):
-    """The pixel twin of :class:`~inrnet.models.inr_nets.INRNetClassifier`.
+    """The pixel twin of [`INRNetClassifier`][inrnet.models.inr_nets.INRNetClassifier].
 
     Shapes:
         ``forward(images [B, in_channels, H, W]) -> logits [B, num_classes]``.
@@ -63,7 +63,7 @@ class CNNClassifier(nn.Module):
 
 
 class FCNSegmenter(nn.Module):
-    """The pixel twin of :class:`~inrnet.models.inr_nets.INRNetSegmenter` (FCN-3 / FCN-5).
+    """The pixel twin of [`INRNetSegmenter`][inrnet.models.inr_nets.INRNetSegmenter] (FCN-3 / FCN-5).
 
     Shapes:
         ``forward(images [B, in_channels, H, W]) -> logits [B, num_classes, H, W]``.

@@ -1,8 +1,8 @@
 """The paper's INR-Nets (App. D): INR-Net-2/4 classify INRs, INR-Net-3/5 segment them.
 
-Every conv is a 3x3-footprint continuous convolution: a :class:`~inrnet.nn.BSplineConv`
+Every conv is a 3x3-footprint continuous convolution: a [`BSplineConv`][inrnet.nn.bspline_conv.BSplineConv]
 (``conv="bspline"``, the default: fast, and on a grid the exact twin of the matching
-pixel CNN in :mod:`inrnet.models.baselines`) or an :class:`~inrnet.nn.MLPConv` with a box
+pixel CNN in [`inrnet.models.baselines`][inrnet.models.baselines]) or an [`MLPConv`][inrnet.nn.learned_conv.MLPConv] with a box
 support of the same size (``conv="mlp"``, the paper's choice; ``n_bins`` Voronoi bins or
 ``None`` for exact kernels). Sizes are set by ``base_resolution``: a 3x3 filter of the first
 layer spans 3 pixels of a ``base_resolution``-pixel image on ``[-1, 1]^2``; each stride 2
@@ -29,7 +29,7 @@ CONVS = ("bspline", "mlp")
 def make_conv(kind: str, c_in: int, c_out: int, spacing: float, stride: int = 1, n_bins: int | None = 64,
               dim: int = 2, estimator: str = "sum") -> ContinuousConv:
     """A 3x3-footprint continuous conv with taps ``spacing`` apart (``estimator``: see
-    :class:`~inrnet.nn.conv.ContinuousConv`)."""
+    [`ContinuousConv`][inrnet.nn.conv.ContinuousConv])."""
     if kind == "bspline":
         return BSplineConv(c_in, c_out, (3,) * dim, (spacing,) * dim, stride=stride, estimator=estimator)
     if kind == "mlp":

@@ -1,6 +1,6 @@
 """Continuous INR-Net layers (paper App. C): each a module ``Field -> Field`` (heads: ``Field -> Tensor``).
 
-Stateless forms of every layer are in :mod:`inrnet.nn.functional`.
+Stateless forms of every layer are in `inrnet.nn.functional`.
 """
 
 from inrnet.nn import functional

@@ -22,13 +22,13 @@ one more sparse gather (``S`` read the other way round) and two matmuls.
 Why fused and chunked: ``Z`` has ``A`` times more rows than the output (9x for a 3x3
 B-spline). Materialising it whole for a batch (75 MB for 32 x 1024 points x 9 atoms x 64
 channels) makes the convolution memory-bound: fresh pages for every call and a round trip
-through DRAM between the gather and the matmul. :func:`atom_conv` instead walks the
+through DRAM between the gather and the matmul. `atom_conv` instead walks the
 batch in chunks of rows whose ``Z`` fits in cache, gathers (``embedding_bag``, weighted
 bag sums over CSR rows: the fastest gather-reduce torch has on CPU and GPU) and multiplies
 each chunk while it is hot, and saves only the inputs for backward. On CUDA, where large
 matmuls are cheap and launches are not, the chunk budget is large enough for one chunk.
 
-The slow, obvious reference is :func:`inrnet.nn.conv.conv_pairs` (the kernel at every pair).
+The slow, obvious reference is [`inrnet.nn.conv.conv_pairs`][inrnet.nn.conv.conv_pairs] (the kernel at every pair).
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ from inrnet.neighbors import stable_argsort
 
 __all__ = ["GatherPlan", "atom_conv", "gather_atoms", "CHUNK_BYTES", "STACK_BYTES"]
 
-#: Bytes of ``Z`` (or of ``U``) per chunk: about an L2 cache on CPU; one chunk on CUDA.
 CHUNK_BYTES = {"cpu": 2 << 20, "cuda": 1 << 30}
-#: Largest batch-stacked copy of a plan's bags that is cached (beyond: shifted per chunk).
+"""Bytes of ``Z`` (or of ``U``) per chunk: about an L2 cache on CPU; one chunk on CUDA."""
 STACK_BYTES = 256 << 20
+"""Largest batch-stacked copy of a plan's bags that is cached (beyond: shifted per chunk)."""
 
 
 def _csr(keys: Tensor, n_rows: int) -> tuple[Tensor, Tensor]:
@@ -132,7 +132,7 @@ class GatherPlan:
             ``gather``: bags ``(b, m, a)`` over rows ``(b, j)`` of the inputs (``Z = S f``);
             ``scatter``: bags ``(b, j, a)`` over rows ``(b, m)`` of the output gradient
             (``U = S^T dg``). Materialised for the batch and cached while that takes at
-            most :data:`STACK_BYTES`; beyond, one sample's bags are shifted per chunk, so
+            most `STACK_BYTES`; beyond, one sample's bags are shifted per chunk, so
             memory stays O(nnz) at any batch size and point count.
         """
         if self._bags is None:
@@ -230,7 +230,7 @@ def atom_conv(values: Tensor, plan: GatherPlan, atoms: Tensor, groups: int = 1,
         plan: the sparse ``S [M * A, N]`` (quadrature weights included).
         atoms: Tensor[A, C_in / groups, C_out].
         groups: channel groups (``C_in`` and ``C_out`` divisible by it).
-        chunk_bytes: bytes of ``Z`` per chunk (default :data:`CHUNK_BYTES` of the device).
+        chunk_bytes: bytes of ``Z`` per chunk (default `CHUNK_BYTES` of the device).
 
     Returns:
         Tensor[B, M, C_out].

@@ -7,7 +7,9 @@ convention for even kernels). Output points: unpadded layers (``padding="none"``
 restrict the points to the domain (for a lattice: the box its cells tile) shrunk by the
 support's reach, then strided layers keep
 one point in ``stride`` (``PointSet.downsample``). On a grid this reproduces the output
-pixels of a torch layer with padding ``k // 2`` (``"zeros"``) or 0 (``"none"``).
+pixels of a torch layer with padding ``k // 2`` (``"zeros"``, and the mirrored paddings
+``"reflect"`` and ``"symmetric"``, whose images outside the domain the neighbour search
+adds; see [`ContinuousConv`][inrnet.nn.conv.ContinuousConv]) or 0 (``"none"``).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from inrnet.field import PointSet
-from inrnet.neighbors import Support
+from inrnet.neighbors import Support, tiled_box
 
 __all__ = ["PADDING_MODES", "as_tuple", "window_support", "output_points"]
 
-PADDING_MODES = ("zeros", "reflect", "none")
+PADDING_MODES = ("zeros", "reflect", "symmetric", "none")
 
 
 def as_tuple(value, dim: int, name: str, kind=float) -> tuple:
@@ -43,15 +45,6 @@ def window_support(kernel_size: Sequence[int], spacing: Sequence[float], shape: 
     return Support(half, shape, center)
 
 
-def _extent(points: PointSet) -> list[tuple[float, float]]:
-    """The box the points tile: a lattice's cells (after a stride they no longer fill the
-    domain symmetrically), otherwise the domain."""
-    if points.lattice is None:
-        return list(points.bounds)
-    lat = points.lattice
-    return [(o - h / 2, o + (n - 0.5) * h) for o, h, n in zip(lat.origin, lat.step, lat.shape)]
-
-
 def output_points(points: PointSet, support: Support, stride: Sequence[int] | int = 1,
                   padding: str = "zeros") -> PointSet:
     """Where a windowed layer with this support, stride and padding has outputs.
@@ -63,7 +56,8 @@ def output_points(points: PointSet, support: Support, stride: Sequence[int] | in
         raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
     support = support.for_dim(points.dim)
     if padding == "none":
-        bounds = [(lo + h - c, hi - h - c) for (lo, hi), h, c in zip(_extent(points), support.half_width, support.center)]
+        bounds = [(lo + h - c, hi - h - c)
+                  for (lo, hi), h, c in zip(tiled_box(points), support.half_width, support.center)]
         if any(lo > hi for lo, hi in bounds):
             raise ValueError(f"support {support.half_width} is wider than the domain {points.bounds}: "
                              "no output point remains without padding")

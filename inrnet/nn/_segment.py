@@ -1,13 +1,13 @@
 """Segment reductions over CSR neighbour pairs, shared by the layers that aggregate windows.
 
-A :class:`~inrnet.neighbors.Neighbors` graph lists pairs ``(query i, point j)`` sorted by
+A [`Neighbors`][inrnet.neighbors.Neighbors] graph lists pairs ``(query i, point j)`` sorted by
 query; the pairs of query ``i`` are ``indptr[i]:indptr[i + 1]``. Layers first
-:func:`gather` the value of each pair's point, ``Tensor[B, E, C]``, transform it if they
+`gather` the value of each pair's point, ``Tensor[B, E, C]``, transform it if they
 need to (a kernel, a quadrature weight), then reduce every query's pairs to one value:
 
-* :func:`segment_sum`: ``out[b, i] = sum_{e in i} weight[e] * pairs[b, e]`` (``index_add_``);
-* :func:`segment_mean`: the self-normalised mean ``sum_e w_e p_e / sum_e w_e``;
-* :func:`segment_max`: the maximum of the pairs (``segment_reduce`` on the CSR offsets),
+* `segment_sum`: ``out[b, i] = sum_{e in i} weight[e] * pairs[b, e]`` (``index_add_``);
+* `segment_mean`: the self-normalised mean ``sum_e w_e p_e / sum_e w_e``;
+* `segment_max`: the maximum of the pairs (``segment_reduce`` on the CSR offsets),
   with the gradient sent to the first maximal pair as ``torch.nn.MaxPool2d`` does.
 
 Batch and channels are vectorised: one kernel call per reduction whatever ``B`` and ``C``.

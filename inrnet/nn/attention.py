@@ -6,7 +6,7 @@ quadrature with the point weights:
 
     Q_a = sum_i <q_ia, f_i>,    K_b = sum_i <k_ib, f_i>,
 
-with parametric functions ``q_ia, k_ib`` in L²(Ω) (:class:`LegendreFunction` by default).
+with parametric functions ``q_ia, k_ib`` in L²(Ω) ([`LegendreFunction`][inrnet.nn.functions.LegendreFunction] by default).
 The value ``V[f]`` is a field with ``d_k`` channels per head (eq. 133: a continuous
 convolution, or any ``Field -> Field`` module on the same points; channel mixing by
 default). The output (eq. 134) mixes the value channels at every point,
@@ -79,9 +79,9 @@ class Attention(nn.Module):
         context_channels: channels of the context (default ``in_channels``).
         dim: coordinate dimension of the default query/key functions.
         bounds: box of the default query/key functions (default ``[-1, 1]^dim``).
-        query_function, key_function: parametric functions replacing the Legendre
-            defaults, with ``C_q * H * d_k`` and ``C * H * d_k`` outputs (output
-            ``i * H d_k + h d_k + a`` is ``q_ia`` of head ``h``).
+        query_function: a parametric function replacing the Legendre default, with
+            ``C_q * H * d_k`` outputs (output ``i * H d_k + h d_k + a`` is ``q_ia`` of head ``h``).
+        key_function: likewise for the keys, with ``C * H * d_k`` outputs.
 
     Shapes:
         ``forward(field[B, N, C], context[B, M, C_q] = None) -> Field[B, N, H * d_k]``,

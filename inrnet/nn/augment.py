@@ -1,14 +1,14 @@
 """Point dropout and coordinate augmentations (paper App. C), acting on points, never on a grid.
 
-* :func:`drop_points` / :class:`PointDropout`: keep a random subset of the sample points,
+* [`drop_points`][inrnet.nn.augment.drop_points] / [`PointDropout`][inrnet.nn.augment.PointDropout]: keep a random subset of the sample points,
   their weights rescaled so the total measure is unchanged; later layers then integrate
   over fewer points (the paper's computation-saving dropout).
-* Coordinate transforms ``T`` (:class:`RandomFlip`, :class:`RandomAffine`,
-  :class:`Compose`) are callables ``coords -> coords`` for INR evaluation: sampling an INR
+* Coordinate transforms ``T`` ([`RandomFlip`][inrnet.nn.augment.RandomFlip], [`RandomAffine`][inrnet.nn.augment.RandomAffine],
+  [`Compose`][inrnet.nn.augment.Compose]) are callables ``coords -> coords`` for INR evaluation: sampling an INR
   ``f`` at ``T(x)`` gives the augmented function ``f o T`` at ``x`` with no interpolation.
   They take ``coords (Tensor[..., N, d])`` and draw independent parameters for every
   leading index (one draw for ``[N, d]``, one per INR for ``[B, N, d]``).
-* :func:`jitter` moves the sample points themselves (Gaussian noise reflected back into
+* [`jitter`][inrnet.nn.augment.jitter] moves the sample points themselves (Gaussian noise reflected back into
   the domain), a new point set to evaluate the INRs on.
 
 Randomness comes from an explicit ``torch.Generator`` or an integer seed (``None``: the
@@ -75,7 +75,7 @@ def drop_points(points: PointSet, p: float, generator: GeneratorLike = None) -> 
 
 
 class PointDropout(nn.Module):
-    """In training, keep a random subset of the points (:func:`drop_points`); identity in eval.
+    """In training, keep a random subset of the points ([`drop_points`][inrnet.nn.augment.drop_points]); identity in eval.
 
     The whole minibatch shares the kept points (it shares one point set).
 
@@ -114,7 +114,7 @@ def flip(coords: Tensor, sign: Tensor) -> Tensor:
     """Mirror coordinates about the origin (the centre of ``[-1, 1]^d``): ``x_k -> sign_k x_k``.
 
     Args:
-        coords (Tensor[..., N, d]).
+        coords (Tensor[..., N, d]): the points to mirror.
         sign (Tensor[..., d]): ``+1`` or ``-1`` per coordinate and leading index.
 
     Returns:
@@ -127,7 +127,7 @@ def affine(coords: Tensor, matrix: Tensor, translation: Tensor) -> Tensor:
     """``T(x) = A x + t`` for every point.
 
     Args:
-        coords (Tensor[..., N, d]).
+        coords (Tensor[..., N, d]): the points to map.
         matrix (Tensor[..., d, d]): ``A``.
         translation (Tensor[..., d]): ``t``.
 
@@ -244,7 +244,7 @@ def reflect(coords: Tensor, bounds) -> Tensor:
     """Fold coordinates back into the box by mirror reflection at its faces (period ``2 (hi - lo)``).
 
     Args:
-        coords (Tensor[N, d]).
+        coords (Tensor[N, d]): the points to fold, anywhere in ``R^d``.
         bounds: ``d`` pairs ``(lo, hi)``.
 
     Returns:
@@ -259,13 +259,14 @@ def reflect(coords: Tensor, bounds) -> Tensor:
 def jitter(points: PointSet, sigma: float | Sequence[float], generator: GeneratorLike = None) -> PointSet:
     """Move every point by Gaussian noise ``N(0, sigma_k^2)`` per axis, reflected into the domain.
 
-    The weights (measure per point) and bounds are kept; the result is scattered (no lattice).
+    The weights (measure per point) and bounds are kept; the result is scattered (no lattice),
+    ``"nested"`` if ``points`` are, else ``"unordered"`` (a jittered grid is still in scan order).
 
     Args:
         sigma: standard deviation in coordinate units, one for all axes or one per axis.
 
     Returns:
-        A new :class:`PointSet` (``points`` itself when ``sigma`` is 0).
+        A new [`PointSet`][inrnet.field.PointSet] (``points`` itself when ``sigma`` is 0).
     """
     sigma_t = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
     if sigma_t.numel() not in (1, points.dim) or not bool(torch.isfinite(sigma_t).all() and (sigma_t >= 0).all()):
@@ -274,4 +275,5 @@ def jitter(points: PointSet, sigma: float | Sequence[float], generator: Generato
         return points
     noise = _draw(torch.randn, points.coords.shape, as_generator(generator), points.coords)  # (N, d)
     moved = points.coords + noise * sigma_t.to(points.coords)
-    return PointSet(reflect(moved, points.bounds), points.weights, bounds=points.bounds)
+    order = "nested" if points.order == "nested" else "unordered"  # a jittered grid is still in scan order
+    return PointSet(reflect(moved, points.bounds), points.weights, bounds=points.bounds, order=order)

@@ -42,14 +42,19 @@ class BSplineConv(ContinuousConv):
     """Continuous convolution whose kernel interpolates a discrete filter.
 
     Args:
-        in_channels, out_channels: ``C_in`` and ``C_out``.
+        in_channels: ``C_in``.
+        out_channels: ``C_out``.
         kernel_size: taps per axis (int or tuple of ``d``); even sizes shift the support
             half a tap, as torch's even kernels do.
         spacing: distance between taps in domain units (``2 / H`` for a filter made for
             an ``H``-pixel axis on ``[-1, 1]``).
-        degree: spline degree (0-3); default :func:`default_degree`.
+        degree: spline degree (0-3); default [`default_degree`][inrnet.nn.bspline_conv.default_degree].
         support_shape: ``"box"`` or ``"ball"`` (the spline is cut to the ball).
-        stride, padding, groups, bias, estimator: see :class:`ContinuousConv`.
+        stride: output subsampling, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
+        padding: boundary handling, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
+        groups: channel groups, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
+        bias: learn a bias per output channel.
+        estimator: ``"sum"`` or ``"mean"`` quadrature, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
 
     Attributes:
         weight: Tensor[C_out, C_in / groups, *kernel_size], the tap values (laid out like
@@ -86,6 +91,9 @@ class BSplineConv(ContinuousConv):
         if self.bias is not None:
             bound = 1 / math.sqrt(self.weight[0].numel())
             nn.init.uniform_(self.bias, -bound, bound)
+
+    def reflect_inset(self) -> tuple[float, ...]:
+        return tuple(h / 2 for h in self.spacing)
 
     def expansion_key(self):
         return ("bspline", self.kernel_size, self.spacing, self.degree)

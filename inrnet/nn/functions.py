@@ -1,17 +1,17 @@
 """Parametric functions in L²(Ω) (paper App. C) and the two ways layers use them.
 
-A parametric function ``g: R^d -> R^K`` is a module evaluated at a :class:`PointSet`'s
+A parametric function ``g: R^d -> R^K`` is a module evaluated at a [`PointSet`][inrnet.field.PointSet]'s
 coordinates (``Tensor[N, K]``). Two families:
 
-* :class:`LegendreFunction`: ``g(x) = sum_a c_a phi_a(x)`` over a separable basis of
+* [`LegendreFunction`][inrnet.nn.functions.LegendreFunction]: ``g(x) = sum_a c_a phi_a(x)`` over a separable basis of
   products of rescaled 1D Legendre polynomials, orthonormal in ``L²(box)`` for the
   Lebesgue measure (``int_box phi_a phi_b dx = delta_ab``), so inner products with it are
   well conditioned. The basis is the *total degree* space ``{prod_k P_{n_k}(t_k) :
   sum_k n_k <= degree}`` (``binom(degree + d, d)`` functions) by default, or the tensor
   product space ``max_k n_k <= degree`` (``(degree + 1)^d``) with ``total=False``.
-* :class:`MLPFunction`: a small MLP of the coordinates, for any domain.
+* [`MLPFunction`][inrnet.nn.functions.MLPFunction]: a small MLP of the coordinates, for any domain.
 
-Uses: :class:`Modulate` multiplies a field by ``g`` pointwise; :class:`InnerProduct`
+Uses: [`Modulate`][inrnet.nn.functions.Modulate] multiplies a field by ``g`` pointwise; [`InnerProduct`][inrnet.nn.functions.InnerProduct]
 aggregates globally, ``out_k = sum_i <g_ik, f_i> = sum_i int f_i g_ik dx``, estimated by the
 quadrature sum ``sum_j w_j f_i(x_j) g_ik(x_j)`` with the point weights.
 """
@@ -73,7 +73,7 @@ def legendre_products(t: Tensor, indices: Tensor) -> Tensor:
 
     Args:
         t (Tensor[N, d]): points in ``[-1, 1]^d``.
-        indices (Tensor[n_basis, d]): multi-indices, see :func:`multi_indices`.
+        indices (Tensor[n_basis, d]): multi-indices, see [`multi_indices`][inrnet.nn.functions.multi_indices].
 
     Returns:
         Tensor[N, n_basis].
@@ -97,7 +97,7 @@ def legendre_basis(coords: Tensor, degree: int, bounds=None, total: bool = True)
         total: total degree (True) or tensor-product (False) space.
 
     Returns:
-        Tensor[N, n_basis], columns in the order of :func:`multi_indices`.
+        Tensor[N, n_basis], columns in the order of [`multi_indices`][inrnet.nn.functions.multi_indices].
     """
     bounds = _as_bounds(bounds, coords.shape[-1])
     lo = torch.tensor([b[0] for b in bounds], dtype=coords.dtype, device=coords.device)
@@ -129,8 +129,8 @@ def modulate(values: Tensor, g: Tensor) -> Tensor:
     """``f_i(x) g_i(x)`` (``g`` with one channel multiplies every channel).
 
     Args:
-        values (Tensor[B, N, C]).
-        g (Tensor[N, C] or Tensor[N, 1]).
+        values (Tensor[B, N, C]): the field ``f`` on ``N`` points.
+        g (Tensor[N, C] or Tensor[N, 1]): the modulating function on the same points.
 
     Returns:
         Tensor[B, N, C].

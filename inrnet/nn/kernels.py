@@ -84,14 +84,14 @@ def legendre_expansion(u: Tensor, degree: int) -> tuple[Tensor, Tensor]:
     """Products of Legendre polynomials of total degree ``<= degree`` on the unit support.
 
     Orthonormal for the uniform probability measure on ``[-1, 1]^d`` (see
-    :func:`inrnet.nn.functions.legendre_products`).
+    [`inrnet.nn.functions.legendre_products`][inrnet.nn.functions.legendre_products]).
 
     Args:
         u: Tensor[E, d], offsets scaled to the support box ``[-1, 1]^d``.
 
     Returns:
         ``index`` Tensor[E, n_basis] (every basis function, in
-        :func:`inrnet.nn.functions.multi_indices` order) and ``value`` Tensor[E, n_basis].
+        [`inrnet.nn.functions.multi_indices`][inrnet.nn.functions.multi_indices] order) and ``value`` Tensor[E, n_basis].
     """
     from inrnet.nn.functions import legendre_products, multi_indices
     value = legendre_products(u, multi_indices(degree, u.shape[1]).to(u.device))  # (E, n_basis)

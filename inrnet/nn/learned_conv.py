@@ -46,12 +46,17 @@ class MLPConv(_UnitSupportConv):
     """Continuous convolution with kernel ``MLP(x' - x)`` (paper §4.1).
 
     Args:
-        in_channels, out_channels: ``C_in`` and ``C_out``.
-        support: a :class:`Support`, or the half width(s) of a box support.
+        in_channels: ``C_in``.
+        out_channels: ``C_out``.
+        support: a [`Support`][inrnet.neighbors.Support], or the half width(s) of a box support.
         hidden: widths of the kernel MLP's hidden layers.
         n_bins: ``None`` for the exact per-pair kernel, else the number of Voronoi bins.
         dim: coordinate dimension when ``support`` is a single number (default 2).
-        stride, padding, groups, bias, estimator: see :class:`ContinuousConv`.
+        stride: output subsampling, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
+        padding: boundary handling, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
+        groups: channel groups, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
+        bias: learn a bias per output channel.
+        estimator: ``"sum"`` or ``"mean"`` quadrature, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
     """
 
     def __init__(self, in_channels: int, out_channels: int, support: Support | float | Sequence[float], *,
@@ -110,11 +115,16 @@ class LegendreConv(_UnitSupportConv):
     (orthonormal for the uniform measure on the unit box) of total degree ``<= degree`` in the unit-support offset ``u``.
 
     Args:
-        in_channels, out_channels: ``C_in`` and ``C_out``.
-        support: a :class:`Support`, or the half width(s) of a box support.
+        in_channels: ``C_in``.
+        out_channels: ``C_out``.
+        support: a [`Support`][inrnet.neighbors.Support], or the half width(s) of a box support.
         degree: total polynomial degree.
         dim: coordinate dimension when ``support`` is a single number (default 2).
-        stride, padding, groups, bias, estimator: see :class:`ContinuousConv`.
+        stride: output subsampling, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
+        padding: boundary handling, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
+        groups: channel groups, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
+        bias: learn a bias per output channel.
+        estimator: ``"sum"`` or ``"mean"`` quadrature, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
 
     Attributes:
         weight: Tensor[n_basis, C_in / groups, C_out].

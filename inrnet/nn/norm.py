@@ -74,9 +74,11 @@ def batch_norm(values: Tensor, weights: Tensor, running_mean: Tensor | None, run
     Args:
         values: Tensor[B, N, C].
         weights: Tensor[N], quadrature weights of the points.
-        running_mean, running_var: Tensor[C] buffers, updated in place when ``training``;
-            used instead of the batch statistics when not ``training``.
-        weight, bias: Tensor[C] affine parameters, or ``None``.
+        running_mean: Tensor[C] buffer, updated in place when ``training``; used instead of
+            the batch mean when not ``training``.
+        running_var: Tensor[C] buffer, likewise for the variance.
+        weight: Tensor[C] affine scale, or ``None``.
+        bias: Tensor[C] affine shift, or ``None``.
         training: normalise with the batch statistics (and update the running ones).
         momentum: the running-average factor for this step.
         eps: added to the variance.
@@ -106,10 +108,12 @@ def instance_norm(values: Tensor, weights: Tensor, running_mean: Tensor | None =
     Args:
         values: Tensor[B, N, C].
         weights: Tensor[N].
-        running_mean, running_var: optional Tensor[C] buffers; with ``use_input_stats``
-            they move towards the batch average of the instance statistics (variance
-            unbiased by ``N / (N - 1)``), otherwise they are used for normalising.
-        weight, bias: Tensor[C] or ``None``.
+        running_mean: optional Tensor[C] buffer; with ``use_input_stats`` it moves towards
+            the batch average of the instance means, otherwise it is used for normalising.
+        running_var: optional Tensor[C] buffer, likewise for the variances (unbiased by
+            ``N / (N - 1)``).
+        weight: Tensor[C] affine scale, or ``None``.
+        bias: Tensor[C] affine shift, or ``None``.
 
     Returns:
         Tensor[B, N, C].
@@ -137,7 +141,8 @@ def group_norm(values: Tensor, weights: Tensor, num_groups: int, weight: Tensor 
     Args:
         values: Tensor[B, N, C], ``C`` divisible by ``num_groups``.
         weights: Tensor[N].
-        weight, bias: Tensor[C] or ``None``.
+        weight: Tensor[C] affine scale, or ``None``.
+        bias: Tensor[C] affine shift, or ``None``.
 
     Returns:
         Tensor[B, N, C].
@@ -159,7 +164,8 @@ def channel_layer_norm(values: Tensor, weight: Tensor | None = None, bias: Tenso
 
     Args:
         values: Tensor[B, N, C].
-        weight, bias: Tensor[C] or ``None``.
+        weight: Tensor[C] affine scale, or ``None``.
+        bias: Tensor[C] affine shift, or ``None``.
 
     Returns:
         Tensor[B, N, C].
@@ -293,13 +299,13 @@ NormSnapshot = list[tuple[nn.Module, float | None, dict[str, Tensor]]]
 
 def snapshot_norms(model: nn.Module) -> NormSnapshot:
     """Copies of the running statistics (and momentum) of every norm of ``model`` that keeps
-    them, to put back with :func:`restore_norms`; empty if there is none."""
+    them, to put back with [`restore_norms`][inrnet.nn.norm.restore_norms]; empty if there is none."""
     return [(m, m.momentum, {k: v.clone() for k, v in m.named_buffers(recurse=False)})
             for m in _tracking_norms(model)]
 
 
 def restore_norms(snapshot: NormSnapshot, statistics: bool = True) -> None:
-    """Put back the momentum and (if ``statistics``) the running statistics of a :func:`snapshot_norms`."""
+    """Put back the momentum and (if ``statistics``) the running statistics of a [`snapshot_norms`][inrnet.nn.norm.snapshot_norms]."""
     with torch.no_grad():
         for m, momentum, buffers in snapshot:
             m.momentum = momentum
@@ -320,7 +326,7 @@ def recalibrate_norms(model: nn.Module, batches: Iterable[Any], forward: Callabl
     batch fails, every statistic is restored before the error propagates.
 
     Args:
-        model: any module; its :class:`BatchNorm`, :class:`InstanceNorm` with
+        model: any module; its [`BatchNorm`][inrnet.nn.norm.BatchNorm], [`InstanceNorm`][inrnet.nn.norm.InstanceNorm] with
             ``track_running_stats`` and ``torch.nn`` batch norms are recalibrated (not
             ``torch.nn.InstanceNorm*d``, which cannot keep a cumulative average).
         batches: the inputs to run, e.g. Fields [B, N, C] of training INRs sampled on the

@@ -3,15 +3,16 @@
 Each acts on every sample point independently, so it is exact on any point set: the
 output field lives on the input's points.
 
-* :class:`ChannelMixing` is eq. 126, ``g_j(x) = sum_i W_ij f_i(x) + b_j``, the twin of a
+* [`ChannelMixing`][inrnet.nn.pointwise.ChannelMixing] is eq. 126, ``g_j(x) = sum_i W_ij f_i(x) + b_j``, the twin of a
   1x1 convolution (``weight [C_out, C_in]`` is ``conv.weight[:, :, 0, 0]``); with
   ``normalized=True`` the weights are eq. 127, ``W_ij = w_ij / sum_k w_kj``.
-* :class:`Pointwise` applies any elementwise function or module to the values.
-* :class:`PositionalEncoding` adds (or concatenates) sinusoids of the coordinates.
+* [`Pointwise`][inrnet.nn.pointwise.Pointwise] applies any elementwise function or module to the values.
+* [`PositionalEncoding`][inrnet.nn.pointwise.PositionalEncoding] adds (or concatenates) sinusoids of the coordinates.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 
@@ -24,12 +25,46 @@ __all__ = ["check_field", "channel_mixing", "ChannelMixing", "Pointwise", "sinus
            "positional_encoding", "PositionalEncoding"]
 
 
-def check_field(field, layer: str, channels: int | None = None) -> Field:
-    """Raise unless ``field`` is a :class:`Field` (``TypeError``) with ``channels`` channels (``ValueError``)."""
+def check_field(field, layer: str, channels: int | None = None, *, module: nn.Module | None = None,
+                match_dtype: bool = False) -> Field:
+    """Check a layer's input at its boundary.
+
+    Args:
+        field: the input, a [`Field`][inrnet.field.Field] with values Tensor[B, N, C].
+        layer: the layer's name, used in the messages.
+        channels: the ``C`` it must have (``None``: any).
+        module: the layer: its input must then hold floating-point values on the device of
+            its parameters and buffers.
+        match_dtype: (with ``module``) the values must also have the dtype of its
+            floating-point parameters, for layers whose maths does not cast them (not
+            checked under ``torch.autocast``, which casts both).
+
+    Returns:
+        ``field``, unchanged.
+
+    Raises:
+        TypeError: ``field`` is not a Field, or its values have the wrong dtype.
+        ValueError: it has other than ``channels`` channels, or lives on another device.
+    """
     if not isinstance(field, Field):
         raise TypeError(f"{layer} expects a Field, got {type(field).__name__}")
     if channels is not None:
         field.check_channels(channels, layer)
+    if module is None:
+        return field
+    values = field.values
+    if not values.is_floating_point():
+        raise TypeError(f"{layer} needs floating-point values, got a field of {values.dtype} values "
+                        f"{tuple(values.shape)} ([B, N, C]); convert them with field.to(dtype=torch.float32)")
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
+    if tensor is not None and tensor.device != values.device:
+        raise ValueError(f"{layer} is on {tensor.device} but the field's values are on {values.device}; move the "
+                         f"layer with .to({str(values.device)!r}) or the field with .to({str(tensor.device)!r})")
+    weight = next((p for p in module.parameters() if p.is_floating_point()), None)
+    if (match_dtype and weight is not None and weight.dtype != values.dtype
+            and not torch.is_autocast_enabled(values.device.type)):
+        raise TypeError(f"{layer} has {weight.dtype} parameters but the field's values are {values.dtype}; "
+                        f"convert the layer with .to({values.dtype}) or the field with .to(dtype={weight.dtype})")
     return field
 
 
@@ -89,7 +124,7 @@ class ChannelMixing(nn.Module):
                 self.bias.uniform_(-bound, bound)
 
     def forward(self, field: Field) -> Field:
-        check_field(field, "ChannelMixing", self.in_channels)
+        check_field(field, type(self).__name__, self.in_channels, module=self, match_dtype=True)
         return field.replace(channel_mixing(field.values, self.weight, self.bias, self.normalized))
 
     def extra_repr(self) -> str:
@@ -154,7 +189,7 @@ def positional_encoding(values: Tensor, coords: Tensor, frequencies: Tensor,
         coords (Tensor[N, d]): its points.
         frequencies (Tensor[L]): angular frequencies.
         projection (Tensor[2 d L, C] | None): ``None`` concatenates the features of
-            :func:`sinusoidal_features`; otherwise ``values + features @ projection``.
+            [`sinusoidal_features`][inrnet.nn.pointwise.sinusoidal_features]; otherwise ``values + features @ projection``.
 
     Returns:
         Tensor[B, N, C] (add) or Tensor[B, N, C + 2 d L] (concatenate).
@@ -175,7 +210,7 @@ class PositionalEncoding(nn.Module):
     ``l = 0 .. L-1`` (geometric from ``pi``, one period over ``[-1, 1]``, to
     ``pi * max_frequency``; ``L = 1`` gives ``pi`` only). The default ``max_frequency =
     2 ** (L - 1)`` gives NeRF's ``pi * 2 ** l``. The ``F = 2 d L`` features are those of
-    :func:`sinusoidal_features`.
+    [`sinusoidal_features`][inrnet.nn.pointwise.sinusoidal_features].
 
     * ``mode='add'``: ``g(x) = f(x) + P^T features(x)`` with ``P [F, C]``. The fixed
       projection sends feature ``c mod F`` to channel ``c`` (``P[f, c] = 1`` iff

@@ -27,7 +27,7 @@ from inrnet.nn._geometry import as_tuple, output_points, window_support
 from inrnet.nn._segment import gather, segment_max, segment_mean, segment_sum
 from inrnet.nn.tokens import token_moments
 
-__all__ = ["max_pool", "avg_pool", "adaptive_avg_pool", "global_avg_pool",
+__all__ = ["max_pool", "avg_pool", "adaptive_bins", "adaptive_avg_pool", "global_avg_pool",
            "MaxPool", "AvgPool", "AdaptiveAvgPool", "GlobalAvgPool"]
 
 PADDINGS = ("zeros", "none")
@@ -68,8 +68,10 @@ def max_pool(field: Field, kernel_size, spacing, stride=None, padding: str = "ze
 
     Args:
         field: values Tensor[B, N, C] on ``N`` points.
-        kernel_size, spacing, stride, padding: the window geometry (stride defaults to
-            ``kernel_size``; padding ``'zeros'`` or ``'none'``), see ``inrnet.nn._geometry``.
+        kernel_size: window taps per axis (int or tuple of ``d``).
+        spacing: the pixel size ``h`` per axis in domain units (the window spans ``kernel_size`` pixels).
+        stride: keep one output point in ``prod(stride)`` (default ``kernel_size``).
+        padding: ``'zeros'`` or ``'none'`` (see ``inrnet.nn._geometry``).
         unbiased: scale the maximum by ``(n + 1) / (n - 1)``, ``n`` the points in the window
             (not when ``n = 1`` or the maximum is negative); ``False`` gives the raw maximum.
         scale: a constant the result is multiplied by.
@@ -92,8 +94,10 @@ def avg_pool(field: Field, kernel_size, spacing, stride=None, padding: str = "ze
 
     Args:
         field: values Tensor[B, N, C] on ``N`` points.
-        kernel_size, spacing, stride, padding: the window geometry (stride defaults to
-            ``kernel_size``).
+        kernel_size: window taps per axis (int or tuple of ``d``).
+        spacing: the pixel size ``h`` per axis in domain units (the window spans ``kernel_size`` pixels).
+        stride: keep one output point in ``prod(stride)`` (default ``kernel_size``).
+        padding: ``'zeros'`` or ``'none'`` (see ``inrnet.nn._geometry``).
         count_include_pad: divide the quadrature sum ``sum_j w_j f_j`` by the window's full
             measure (torch's zero padding on grids); ``False`` takes the weighted mean over
             the points in the window.
@@ -109,22 +113,78 @@ def avg_pool(field: Field, kernel_size, spacing, stride=None, padding: str = "ze
     return Field(segment_mean(pairs, nbrs, w), out_points)
 
 
-def adaptive_avg_pool(field: Field, output_size) -> Tensor:
-    """Weighted mean of the field over each of ``prod(output_size)`` equal boxes (tokenization).
+def adaptive_bins(n: int, m: int) -> list[tuple[int, int]]:
+    """torch's adaptive pooling bins: output ``i`` of ``m`` averages the inputs
+    ``floor(i n / m) <= j < ceil((i + 1) n / m)`` of ``n`` (unequal and overlapping where
+    ``m`` does not divide ``n``, repeated inputs where ``m > n``).
 
-    Equals ``torch.nn.AdaptiveAvgPool2d`` on grids whose size ``output_size`` divides.
+    Returns:
+        ``m`` pairs ``(start, stop)``.
+    """
+    if n < 1 or m < 1:
+        raise ValueError(f"adaptive pooling needs positive sizes, got {n} inputs to {m} outputs")
+    return [(i * n // m, -(-(i + 1) * n // m)) for i in range(m)]
+
+
+def _lattice_bins(points: PointSet, size: tuple[int, ...]) -> tuple[Tensor, list[Tensor]]:
+    """The points in lattice (C) order and, per axis, the bin-averaging matrix, memoised.
+
+    Returns:
+        ``order`` (Tensor[N]: the point at each lattice index) and ``d`` matrices
+        Tensor[m_k, n_k] (float64) whose row ``i`` averages bin ``i`` of the axis.
+    """
+
+    def build():
+        lat = points.lattice
+        index = ((points.coords.double() - points.coords.new_tensor(lat.origin, dtype=torch.float64))
+                 / points.coords.new_tensor(lat.step, dtype=torch.float64)).round().long()  # (N, d)
+        flat = torch.zeros(points.n, dtype=torch.long, device=points.device)
+        for k, n in enumerate(lat.shape):
+            flat = flat * n + index[:, k].clamp(0, n - 1)
+        order = torch.full((points.n,), -1, dtype=torch.long, device=points.device).scatter_(
+            0, flat, torch.arange(points.n, device=points.device))
+        if bool((order < 0).any()):
+            raise ValueError(f"the coordinates of {points} are not the points of its lattice {lat}")
+        mats = []
+        for n, m in zip(lat.shape, size):
+            a = torch.zeros(m, n, dtype=torch.float64, device=points.device)
+            for i, (start, stop) in enumerate(adaptive_bins(n, m)):
+                a[i, start:stop] = 1.0 / (stop - start)
+            mats.append(a)
+        return order, mats
+    return points.cached(("adaptive-bins", size), build)
+
+
+def adaptive_avg_pool(field: Field, output_size) -> Tensor:
+    """Average pooling to ``output_size`` outputs per axis.
+
+    On a lattice (``points.lattice``, e.g. a grid) this is ``torch.nn.AdaptiveAvgPool{d}d``
+    exactly: output ``i`` along an axis of ``n`` pixels is the mean of pixels
+    ``floor(i n / m) .. ceil((i + 1) n / m) - 1`` ([`adaptive_bins`][inrnet.nn.pool.adaptive_bins]), bins that
+    are unequal and overlap where ``m`` does not divide ``n``. On scattered points, which
+    have no pixels to bin, it is the continuous meaning: the weighted (QMC) mean over each of
+    ``prod(output_size)`` equal boxes of the domain (degree-0 tokenization,
+    [`token_moments`][inrnet.nn.tokens.token_moments]); the two agree on grids whose size ``output_size`` divides.
 
     Args:
         field: values Tensor[B, N, C].
-        output_size: boxes per axis (int or ``d`` ints).
+        output_size: outputs per axis (int or ``d`` ints).
 
     Raises:
-        ValueError: if a box holds no point.
+        ValueError: if a box of scattered points holds no point.
 
     Returns:
         Tensor[B, C, *output_size] (torch layout).
     """
     size = as_tuple(output_size, field.points.dim, "output_size", int)
+    if field.points.lattice is not None:
+        order, mats = _lattice_bins(field.points, size)
+        b, c = field.batch_size, field.channels
+        out = field.values[:, order].reshape(b, *field.points.lattice.shape, c)  # (B, *n, C)
+        for k, a in enumerate(mats):
+            out = torch.tensordot(a.to(out.dtype), out, dims=([1], [k + 1]))  # (m_k, B, .., C)
+            out = torch.movedim(out, 0, k + 1)  # (B, m_0, .., m_k, n_{k+1}, .., C)
+        return out.movedim(-1, 1)  # (B, C, *output_size)
     means = token_moments(field.values, field.points, size, degree=0)[..., 0]  # (B, T, C)
     return means.transpose(1, 2).reshape(field.batch_size, field.channels, *size)  # (B, C, *output_size)
 
@@ -140,7 +200,7 @@ def global_avg_pool(field: Field) -> Tensor:
 
 
 class MaxPool(nn.Module):
-    """Unbiased window max pooling; see :func:`max_pool`."""
+    """Unbiased window max pooling; see [`max_pool`][inrnet.nn.pool.max_pool]."""
 
     def __init__(self, kernel_size, spacing, stride=None, padding: str = "zeros", unbiased: bool = True,
                  scale: float = 1.0):
@@ -159,7 +219,7 @@ class MaxPool(nn.Module):
 
 
 class AvgPool(nn.Module):
-    """Box-filter average pooling; see :func:`avg_pool`."""
+    """Box-filter average pooling; see [`avg_pool`][inrnet.nn.pool.avg_pool]."""
 
     def __init__(self, kernel_size, spacing, stride=None, padding: str = "zeros", count_include_pad: bool = True):
         super().__init__()
@@ -177,7 +237,8 @@ class AvgPool(nn.Module):
 
 
 class AdaptiveAvgPool(nn.Module):
-    """Mean over equal-measure boxes: ``Field -> Tensor[B, C, *output_size]``; see :func:`adaptive_avg_pool`."""
+    """torch's adaptive bins on lattices, equal-measure boxes on scattered points:
+    ``Field -> Tensor[B, C, *output_size]``; see [`adaptive_avg_pool`][inrnet.nn.pool.adaptive_avg_pool]."""
 
     def __init__(self, output_size):
         super().__init__()
@@ -191,7 +252,7 @@ class AdaptiveAvgPool(nn.Module):
 
 
 class GlobalAvgPool(nn.Module):
-    """QMC mean of each channel: ``Field -> Tensor[B, C]``; see :func:`global_avg_pool`."""
+    """QMC mean of each channel: ``Field -> Tensor[B, C]``; see [`global_avg_pool`][inrnet.nn.pool.global_avg_pool]."""
 
     def forward(self, field: Field) -> Tensor:
         return global_avg_pool(field)

@@ -1,14 +1,16 @@
 """Multi-scale structure (paper §4.1): downsample, nearest-neighbour upsample, residual and skip merges.
 
 Downsampling keeps a prefix of a low-discrepancy sequence (itself low-discrepancy) or a
-sub-lattice of a grid (``PointSet.downsample``). Upsampling goes back to a finer point set
-the coarse one was derived from (its ``parent``, or any ancestor): every fine point takes
+sub-lattice of a grid (``PointSet.downsample``), and refuses points whose order is neither
+(``PointSet.order == "unordered"``, e.g. a permuted grid), where a prefix is no subsample.
+Upsampling goes back to a finer point set the coarse one was derived from (its ``parent``,
+or any ancestor), whatever its order: every fine point takes
 the value of its nearest coarse point, points present in both sets copy their value
 exactly, and on lattices ties break towards the lower index along each axis, so a grid
 downsampled by 2 and upsampled back equals ``nn.Upsample(scale_factor=2, mode='nearest')``
 of the discrete downsample. The index map is cached on the target point set.
 
-Merges (:func:`add`, :func:`concat`) require both branches on the same points and never
+Merges ([`add`][inrnet.nn.resample.add], [`concat`][inrnet.nn.resample.concat]) require both branches on the same points and never
 modify or alias an input.
 """
 
@@ -28,10 +30,14 @@ def downsample(field: Field, factor) -> Field:
     Args:
         field: values Tensor[B, N, C].
         factor: int or one int per dimension; a lattice keeps every ``factor``-th point per
-            axis, scattered points the prefix of ``ceil(N / prod(factor))``.
+            axis, nested (QMC) points the prefix of ``ceil(N / prod(factor))``.
 
     Returns:
         Field with values Tensor[B, M, C].
+
+    Raises:
+        ValueError: the points are ``"unordered"`` (see
+            [`PointSet.downsample`][inrnet.field.PointSet.downsample]).
     """
     points = field.points.downsample(factor)
     if points is field.points:
@@ -106,7 +112,7 @@ def nearest_index(source: PointSet, target: PointSet) -> Tensor:
         if exact is not None:
             index[exact.to(target.device)] = torch.arange(source.n, device=target.device)
         return index
-    return target.cached(("nearest_index", source.uid), build)
+    return target.cached(("nearest_index", source), build)
 
 
 def upsample(field: Field, target: PointSet | None = None) -> Field:
@@ -171,7 +177,7 @@ def concat(*fields: Field) -> Field:
 
 
 class Downsample(nn.Module):
-    """Keep the points ``PointSet.downsample(factor)`` keeps; see :func:`downsample`."""
+    """Keep the points ``PointSet.downsample(factor)`` keeps; see [`downsample`][inrnet.nn.resample.downsample]."""
 
     def __init__(self, factor):
         super().__init__()
@@ -185,21 +191,21 @@ class Downsample(nn.Module):
 
 
 class Upsample(nn.Module):
-    """Nearest-neighbour upsampling to the parent (or a given ancestor); see :func:`upsample`."""
+    """Nearest-neighbour upsampling to the parent (or a given ancestor); see [`upsample`][inrnet.nn.resample.upsample]."""
 
     def forward(self, field: Field, target: PointSet | None = None) -> Field:
         return upsample(field, target)
 
 
 class Add(nn.Module):
-    """Residual merge ``forward(a, b, ...)``; see :func:`add`."""
+    """Residual merge ``forward(a, b, ...)``; see [`add`][inrnet.nn.resample.add]."""
 
     def forward(self, *fields: Field) -> Field:
         return add(*fields)
 
 
 class Concat(nn.Module):
-    """Skip merge along channels ``forward(a, b, ...)``; see :func:`concat`."""
+    """Skip merge along channels ``forward(a, b, ...)``; see [`concat`][inrnet.nn.resample.concat]."""
 
     def forward(self, *fields: Field) -> Field:
         return concat(*fields)

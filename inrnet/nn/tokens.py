@@ -93,7 +93,7 @@ def token_moments(values: Tensor, points: PointSet, grid: Sequence[int], degree:
         degree: total degree of the local basis (0: box means, the adaptive average pool).
 
     Returns:
-        Tensor[B, T, C, n_basis], boxes in C order, basis in :func:`multi_indices` order.
+        Tensor[B, T, C, n_basis], boxes in C order, basis in [`multi_indices`][inrnet.nn.functions.multi_indices] order.
     """
     if values.dim() != 3 or values.shape[1] != points.n:
         raise ValueError(f"values {tuple(values.shape)} must be [B, N={points.n}, C] for {points}")

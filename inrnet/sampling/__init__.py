@@ -1,6 +1,6 @@
 """Point sets on ``[-1, 1]^d``: scrambled Sobol (default), Halton, grid, shrunk, Monte Carlo.
 
-See :mod:`inrnet.sampling.points` for the grid convention every part of inrnet shares.
+See [`inrnet.sampling.points`][inrnet.sampling.points] for the grid convention every part of inrnet shares.
 """
 
 from inrnet.sampling.points import grid, grid_axes, halton, shrunk, sobol, uniform

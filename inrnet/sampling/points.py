@@ -4,13 +4,15 @@ Every generator here returns a ``Tensor[n, d]`` of coordinates. Coordinate ``k``
 belongs to tensor axis ``k`` of a spatial array (``ij`` indexing: for an image ``[H, W]``,
 coordinate 0 runs down the rows, coordinate 1 along the columns), and a grid point is
 the *centre* of its cell: along an axis of ``n`` cells the centres are
-``-1 + (2 i + 1) / n`` for ``i = 0 .. n-1``. :func:`grid` lists them in the order of
+``-1 + (2 i + 1) / n`` for ``i = 0 .. n-1``. [`grid`][inrnet.sampling.points.grid] lists them in the order of
 ``tensor.flatten()``. Every other part of inrnet (``PixelINR``, the converter, plots)
 uses this convention.
 """
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,15 +20,50 @@ import torch
 from scipy.stats import qmc
 from torch import Tensor
 
-__all__ = ["sobol", "halton", "grid", "grid_axes", "shrunk", "uniform", "check_count"]
+__all__ = ["sobol", "halton", "grid", "grid_axes", "shrunk", "uniform", "check_count", "total_memory"]
 
 
-def check_count(n: int, dim: int) -> None:
-    """Raise ``ValueError`` unless ``n >= 1`` and ``dim >= 1`` are integers."""
+def total_memory(device=None) -> tuple[int | None, str]:
+    """The total memory of ``device`` in bytes (``None`` where the platform does not say) and its name.
+
+    A CUDA device reports its own memory; every other device (CPU, MPS, meta) the
+    machine's physical memory.
+    """
+    device = torch.device("cpu" if device is None else device)
+    if device.type == "cuda":
+        index = torch.cuda.current_device() if device.index is None else device.index
+        return torch.cuda.get_device_properties(index).total_memory, f"cuda:{index}"
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine"
+    except (AttributeError, ValueError, OSError):
+        return None, "this machine"
+
+
+def _bytes(nbytes: int) -> str:
+    """``"2,097,152 bytes (2.0 MiB)"``."""
+    power = min(max((nbytes.bit_length() - 1) // 10, 1), 5)
+    return f"{nbytes:,} bytes ({nbytes / 2 ** (10 * power):,.1f} {'KMGTP'[power - 1]}iB)"
+
+
+def check_count(n: int, dim: int, *, dtype: torch.dtype = torch.float32, device=None) -> None:
+    """Raise ``ValueError`` unless ``n >= 1`` points in ``dim >= 1`` dimensions fit in memory.
+
+    Checked before anything is allocated: the ``float64`` coordinates ``Tensor[n, dim]``
+    every generator here computes on the CPU must fit in the machine's physical memory,
+    and the ``dtype`` result in ``device``'s total memory.
+    """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"number of points must be a positive integer, got {n!r}")
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
         raise ValueError(f"dimension must be a positive integer, got {dim!r}")
+    needs = [(int(n) * int(dim) * 8, "float64", None)]
+    if device is not None and torch.device(device).type == "cuda":
+        needs.append((int(n) * int(dim) * torch.empty((), dtype=dtype).element_size(), str(dtype), device))
+    for nbytes, kind, where in needs:
+        limit, name = total_memory(where)
+        if limit is not None and nbytes > limit:
+            raise ValueError(f"{n:,} points in {dim} dimensions need {_bytes(nbytes)} of {kind} coordinates, more "
+                             f"than the {_bytes(limit)} of memory of {name}; use fewer points")
 
 
 def _seed(seed: int | None) -> int:
@@ -49,7 +86,7 @@ def sobol(n: int, dim: int = 2, *, seed: int | None = None,
     Returns:
         Tensor[n, dim].
     """
-    check_count(n, dim)
+    check_count(n, dim, dtype=dtype, device=device)
     engine = torch.quasirandom.SobolEngine(dim, scramble=True, seed=_seed(seed))
     u = engine.draw(n, dtype=torch.float64)  # (n, dim) in [0, 1)
     return (2.0 * u - 1.0).to(dtype=dtype, device=device)
@@ -62,7 +99,7 @@ def halton(n: int, dim: int = 2, *, seed: int | None = None,
     Returns:
         Tensor[n, dim].
     """
-    check_count(n, dim)
+    check_count(n, dim, dtype=dtype, device=device)
     rng = np.random.default_rng(None if seed is None else int(seed))
     u = qmc.Halton(d=dim, scramble=True, rng=rng).random(n)  # (n, dim)
     return torch.as_tensor(2.0 * u - 1.0, dtype=dtype, device=device)
@@ -75,7 +112,7 @@ def uniform(n: int, dim: int = 2, *, seed: int | None = None,
     Returns:
         Tensor[n, dim].
     """
-    check_count(n, dim)
+    check_count(n, dim, dtype=dtype, device=device)
     u = torch.rand(n, dim, generator=_generator(seed), dtype=torch.float64)
     return (2.0 * u - 1.0).to(dtype=dtype, device=device)
 
@@ -90,6 +127,7 @@ def shrunk(n: int, dim: int = 2, *, seed: int | None = None,
     Returns:
         Tensor[n, dim].
     """
+    check_count(n, dim, dtype=dtype, device=device)
     x = sobol(n, dim, seed=seed, dtype=torch.float64)
     return (x * x.abs()).to(dtype=dtype, device=device)
 
@@ -104,7 +142,7 @@ def _check_shape(shape: Sequence[int] | int) -> tuple[int, ...]:
 
 def grid_axes(shape: Sequence[int] | int, *, dtype: torch.dtype = torch.float32,
               device=None) -> list[Tensor]:
-    """The cell-centre coordinates along each axis of :func:`grid`.
+    """The cell-centre coordinates along each axis of [`grid`][inrnet.sampling.points.grid].
 
     Returns:
         One ``Tensor[shape[k]]`` per axis ``k``: ``-1 + (2 i + 1) / shape[k]``.
@@ -126,7 +164,13 @@ def grid(shape: Sequence[int] | int, *, dtype: torch.dtype = torch.float32, devi
 
     Returns:
         Tensor[prod(shape), len(shape)].
+
+    Raises:
+        ValueError: a bad shape, or one whose points do not fit in memory (checked before
+            allocating, see [`check_count`][inrnet.sampling.points.check_count]).
     """
+    shape = _check_shape(shape)
+    check_count(math.prod(shape), len(shape), dtype=dtype, device=device)
     axes = grid_axes(shape, dtype=torch.float64)
     mesh = torch.meshgrid(*axes, indexing="ij")
     return torch.stack([m.reshape(-1) for m in mesh], dim=-1).to(dtype=dtype, device=device)

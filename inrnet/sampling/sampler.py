@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -16,7 +17,7 @@ _DRAW = {"sobol": _points.sobol, "halton": _points.halton, "shrunk": _points.shr
 
 
 class Sampler:
-    """Draws the :class:`~inrnet.field.PointSet` an INR-Net sees at each step.
+    """Draws the [`PointSet`][inrnet.field.PointSet] an INR-Net sees at each step.
 
     Args:
         scheme: ``"sobol"`` (scrambled Sobol, the default), ``"halton"``, ``"grid"``
@@ -27,7 +28,7 @@ class Sampler:
         shape: the grid shape, for ``"grid"``.
         seed: base seed; the same seed gives the same sequence of point sets.
         rescramble: draw a fresh scramble at every call (training); if False every call
-            returns the same :class:`PointSet` object, so its neighbour caches are reused
+            returns the same [`PointSet`][inrnet.field.PointSet] object, so its neighbour caches are reused
             (evaluation). A grid never changes.
     """
 
@@ -39,8 +40,8 @@ class Sampler:
             if shape is None:
                 raise ValueError("the 'grid' scheme needs a shape, e.g. shape=(28, 28)")
             shape = _points._check_shape(shape)
-            n, dim = int(torch.tensor(shape).prod()), len(shape)
-        _points.check_count(n, dim)
+            n, dim = math.prod(shape), len(shape)
+        _points.check_count(n, dim, dtype=dtype, device=device)
         self.scheme, self.n, self.dim, self.shape = scheme, n, dim, shape
         self.seed, self.rescramble, self.dtype, self.device = seed, rescramble, dtype, device
         self._calls = 0
@@ -54,7 +55,8 @@ class Sampler:
         """The point set for one explicit ``seed`` (uncached)."""
         if self.scheme == "grid":
             return PointSet.grid(self.shape, dtype=self.dtype, device=self.device)
-        return PointSet(_DRAW[self.scheme](self.n, self.dim, seed=seed, dtype=self.dtype, device=self.device))
+        coords = _DRAW[self.scheme](self.n, self.dim, seed=seed, dtype=self.dtype, device=self.device)
+        return PointSet(coords, order="nested")
 
     def __call__(self) -> PointSet:
         if self.scheme == "grid" or not self.rescramble:
@@ -63,3 +65,25 @@ class Sampler:
             return self._fixed
         self._calls += 1
         return self.draw(self.seed * 1_000_003 + self._calls)
+
+    def state_dict(self) -> dict[str, int]:
+        """What picks the next point sets: ``{"calls": c}``, the rescrambling calls made so far.
+
+        Call ``c + 1`` draws the scramble of seed ``seed * 1_000_003 + c + 1``; fixed and
+        grid samplers never count.
+        """
+        return {"calls": self._calls}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue the sequence of point sets where a `state_dict()` left it.
+
+        Args:
+            state: ``{"calls": c}``, with ``c`` a non-negative integer.
+
+        Raises:
+            ValueError: ``state`` is not such a dict.
+        """
+        calls = state.get("calls") if isinstance(state, dict) else None
+        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
+            raise ValueError(f"a Sampler state is {{'calls': non-negative int}}, got {state!r}")
+        self._calls = calls

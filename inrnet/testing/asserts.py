@@ -1,10 +1,10 @@
 """Property asserts for INR-Net layers, reused by inrnet's tests and available to users.
 
-* :func:`assert_matches_discrete`: on grid points a layer equals its discrete twin,
+* [`assert_matches_discrete`][inrnet.testing.asserts.assert_matches_discrete]: on grid points a layer equals its discrete twin,
   values and output positions.
-* :func:`assert_converges`: a quantity computed on Sobol point sets of growing size
+* [`assert_converges`][inrnet.testing.asserts.assert_converges]: a quantity computed on Sobol point sets of growing size
   converges to its limit at a QMC-like rate (paper Property 3).
-* :func:`gradcheck_field`: float64 ``torch.autograd.gradcheck`` through a layer's input
+* [`gradcheck_field`][inrnet.testing.asserts.gradcheck_field]: float64 ``torch.autograd.gradcheck`` through a layer's input
   values and parameters.
 """
 
@@ -90,9 +90,11 @@ def assert_matches_discrete(layer: nn.Module, discrete_layer: nn.Module, x: Tens
         layer: the continuous layer, ``Field -> Field`` or ``Field -> Tensor``.
         discrete_layer: its twin, ``Tensor[B, C, *shape] -> Tensor``.
         x: Tensor[B, C, *shape], the input image batch.
-        atol, rtol: tolerances (default: ``torch.testing.assert_close``'s for the dtype).
-        stride, offset: the discrete output geometry, one int per axis, when it cannot be
-            read off ``discrete_layer`` (e.g. a Sequential).
+        atol: absolute tolerance (default: ``torch.testing.assert_close``'s for the dtype).
+        rtol: relative tolerance (default likewise).
+        stride: the discrete output stride, one int per axis, when it cannot be read off
+            ``discrete_layer`` (e.g. a Sequential).
+        offset: the discrete output offset, one int per axis, likewise.
 
     Returns:
         The continuous layer's output.

@@ -1,6 +1,7 @@
 """Converting whole graphs: exactness on the grid (Property 4), graph functions, outputs, errors."""
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -192,7 +193,7 @@ def test_grid_points_in_another_order_give_the_same_output():
     i, j = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
     level = torch.where((i % 4 == 0) & (j % 4 == 0), 0, torch.where((i % 2 == 0) & (j % 2 == 0), 1, 2)).reshape(-1)
     order = torch.cat([torch.nonzero(level == k).squeeze(1) for k in range(3)])
-    scattered = PointSet(PointSet.grid((8, 8), dtype=D64).coords[order])
+    scattered = PointSet(PointSet.grid((8, 8), dtype=D64).coords[order], order="nested")  # a permuted grid: say so
     out = inet(sample(PixelINR(x), scattered))
     torch.testing.assert_close(out, cnn(x), rtol=1e-10, atol=1e-10)
 
@@ -276,3 +277,75 @@ def test_copies_and_saved_models_keep_working(tmp_path):
     for other in (copy.deepcopy(inet), torch.load(tmp_path / "inet.pt", weights_only=False)):
         torch.testing.assert_close(other(field), ref)
         assert other.input_shape == (8, 8) and other.in_channels == 3
+
+
+class Resized(nn.Module):
+    """``UNet`` with its upsampling done by ``up`` (a module, or a function of the tensor)."""
+
+    def __init__(self, up):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.down = nn.Conv2d(4, 8, 4, stride=2, padding=1)
+        self.up = up
+        self.out = nn.Conv2d(12, 2, 3, padding=1)
+
+    def forward(self, x):
+        a = F.relu(self.a(x))
+        return self.out(torch.cat([a, self.up(F.relu(self.down(a)))], 1))
+
+
+@pytest.mark.parametrize("up", [
+    functools.partial(F.interpolate, scale_factor=2),
+    functools.partial(F.interpolate, scale_factor=2, mode="nearest"),
+    functools.partial(F.interpolate, size=(10, 8)),
+    functools.partial(F.interpolate, size=(10, 8), mode="nearest-exact"),
+    nn.Upsample(scale_factor=2, mode="nearest"),
+    nn.Upsample(size=(10, 8)),
+    nn.Upsample(scale_factor=2, mode="nearest-exact"),
+], ids=["F-scale", "F-scale-nearest", "F-size", "F-size-nearest-exact", "Upsample-scale", "Upsample-size",
+        "Upsample-nearest-exact"])
+def test_nearest_interpolation_is_exact_on_the_grid(up, h):
+    err, *_ = h.compare(Resized(up), (10, 8), dtype=D64)
+    assert err < 1e-10
+
+
+@pytest.mark.parametrize("up,where", [
+    (functools.partial(F.interpolate, scale_factor=2, mode="bicubic"), r"torch\.nn\.functional\.interpolate in the "
+                                                                       r"top-level forward \(node interpolate\)"),
+    (functools.partial(F.interpolate, size=(10, 8), mode="bilinear"), "interpolate"),
+    (nn.Upsample(scale_factor=2, mode="bicubic"), "Upsample at 'up'"),
+], ids=["F-bicubic", "F-size-bilinear", "Upsample-bicubic"])
+def test_interpolating_upsampling_names_the_mode_and_the_supported_ones(up, where):
+    mode = up.mode if isinstance(up, nn.Module) else up.keywords["mode"]
+    with pytest.raises(ConversionError, match=where) as info:
+        from_torch(Resized(up), (10, 8))
+    assert f"mode={mode!r} is not supported; the supported modes are 'nearest', 'nearest-exact'" in str(info.value)
+
+
+def test_from_torch_needs_a_module():
+    with pytest.raises(TypeError, match=r"inrnet\.convert\.from_torch needs an nn\.Module, got function"):
+        from_torch(lambda x: torch.relu(x), (8, 8))
+
+
+class SignDependent(nn.Module):
+    def forward(self, x):
+        return x if x.sum() > 0 else -x
+
+
+class Nested(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.body = nn.Sequential(nn.ReLU(), nn.Sequential(nn.Identity(), SignDependent()))
+
+    def forward(self, x):
+        return self.body(self.conv(x))
+
+
+def test_untraceable_submodule_is_named_by_its_path():
+    with pytest.raises(ConversionError, match=r"cannot trace Nested in submodule 'body\.1\.1' \(SignDependent\): "
+                                              r"TraceError: .*leaf_modules=\(SignDependent,\)") as info:
+        from_torch(Nested(), (8, 8))
+    assert isinstance(info.value.__cause__, torch.fx.proxy.TraceError)
+    with pytest.raises(ConversionError, match=r"cannot trace SignDependent: TraceError"):  # the top level itself
+        from_torch(SignDependent(), (8, 8), in_channels=3)

@@ -5,7 +5,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from inrnet.convert import ConversionError, from_torch
 from inrnet.convert.layers import (
     BoxPool,
     ChannelDropout,
@@ -133,3 +135,36 @@ def test_upsample_to_ancestor_is_nearest_upsampling():
     torch.testing.assert_close(out.values, ref.flatten(2).transpose(1, 2))
     with pytest.raises(ValueError, match="not derived 2 times"):
         UpsampleToAncestor(2)(coarse)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding=.same. with even kernel")
+@pytest.mark.parametrize("shape", [(7, 7), (8, 6), (9, 10)])
+def test_reflect_padded_convs_convert_exactly(shape, h):
+    """padding_mode='reflect' becomes padding='reflect' (also after a stride, on the strided
+    lattice, and for even kernels with 'same' padding); the adaptive pool after it does not divide."""
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"), nn.ReLU(),
+                        nn.Conv2d(3, 4, 5, stride=2, padding=2, padding_mode="reflect"), nn.ReLU(),
+                        nn.Conv2d(4, 3, (3, 2), padding="same", padding_mode="reflect"), nn.AdaptiveAvgPool2d(3))
+    err, inet, out, _ = h.compare(cnn, shape, dtype=D64, channels=2)
+    assert err < 1e-10
+    assert [inet.get_submodule(name).padding for name in ("0", "2", "4")] == ["reflect"] * 3
+
+
+def test_adaptive_avg_pool_that_does_not_divide_converts_exactly(h):
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(3), nn.Flatten(),
+                        nn.Linear(36, 5))
+    err, *_ = h.compare(cnn, (7, 7), dtype=D64)
+    assert err < 1e-10
+
+
+@pytest.mark.parametrize("conv,match", [
+    (nn.Conv2d(3, 4, 3, padding=1, padding_mode="replicate"), "padding_mode='replicate' is not supported"),
+    (nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"), "padding_mode='circular' is not supported"),
+    (nn.Conv2d(3, 4, 5, padding=1, padding_mode="reflect"), "'reflect' is supported with 'same' padding"),
+])
+def test_other_padding_modes_raise(conv, match):
+    with pytest.raises(ConversionError, match=match):
+        from_torch(nn.Sequential(conv), (9, 9), in_channels=3)
+    from_torch(nn.Sequential(nn.Conv2d(3, 4, 3, padding_mode="replicate")), (9, 9), in_channels=3)  # nothing padded

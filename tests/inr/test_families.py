@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inrnet.inr import (FAMILIES, FourierFamily, FourierFeatures, INRBatch, INRModule, Siren, SirenFamily,
+from inrnet.inr import (FAMILIES, FourierFamily, FourierFeatures, INRBatch, INRModule, PixelINR, Siren, SirenFamily,
                         family_from_dict, sample)
 from inrnet.sampling import sobol
 
@@ -105,6 +105,19 @@ def test_module_batch_round_trip():
     assert batch.to(dtype=torch.float64).dtype == torch.float64
 
 
+def test_a_batch_needs_at_least_one_inr():
+    fam = SirenFamily(2, 1, width=8, depth=3)
+    batch = INRBatch(fam, fam.init_params(3))
+    for empty in ([], torch.tensor([], dtype=torch.long), slice(3, None), torch.zeros(3, dtype=torch.bool)):
+        with pytest.raises(ValueError, match=r"an INR batch needs at least one INR.*selects none of the 3"):
+            batch[empty]
+    with pytest.raises(ValueError, match=r"an INR batch needs at least one INR, got parameters \[0, "):
+        INRBatch(fam, fam.init_params(0))
+    with pytest.raises(ValueError, match="an INR batch needs at least one INR"):
+        PixelINR(torch.zeros(0, 1, 4, 4))
+    assert len(batch[[2]]) == 1 and len(batch[torch.tensor([True, False, False])]) == 1
+
+
 def test_module_is_trainable_and_shapes_checked():
     m = Siren(2, 1, width=8, depth=3)
     loss = m(torch.rand(10, 2)).pow(2).sum()
@@ -131,6 +144,9 @@ def test_registry_rebuilds_from_json(family):
     assert set(FAMILIES) >= {"siren", "fourier", "pixel"}
     with pytest.raises(ValueError, match="unknown INR family"):
         family_from_dict({"name": "nerf", "config": {}})
+    config = {**family.config(), "hidden": 3}
+    with pytest.raises(ValueError, match=rf"does not fit INR family '{family.name}' .*'hidden'.*it takes the keys"):
+        family_from_dict({"name": family.name, "config": config})
 
 
 def test_bad_configs():

@@ -61,7 +61,7 @@ def test_integer_labels_nearest():
 def test_matches_loop_reference_off_grid(shape, mode):
     x = torch.randn(2, 2, *shape, dtype=torch.float64)
     pts = 2.6 * torch.rand(40, len(shape), dtype=torch.float64) - 1.3  # some outside [-1, 1]: border clamping
-    got = sample(PixelINR(x, mode), pts).values
+    got = sample(PixelINR(x, mode), PointSet(pts, bounds=[(-1.3, 1.3)] * len(shape))).values
     ref_fn = _linear_ref if mode == "linear" else _nearest_ref
     want = torch.tensor([[[ref_fn(x[b, c].numpy(), p.numpy()) for c in range(2)] for p in pts] for b in range(2)],
                         dtype=torch.float64)
@@ -72,7 +72,7 @@ def test_matches_loop_reference_off_grid(shape, mode):
 def test_linear_matches_grid_sample(shape):
     x = torch.randn(2, 3, *shape, dtype=torch.float64)
     pts = 2.4 * torch.rand(50, len(shape), dtype=torch.float64) - 1.2
-    got = sample(PixelINR(x, "linear"), pts).values  # (B, N, C)
+    got = sample(PixelINR(x, "linear"), PointSet(pts, bounds=[(-1.2, 1.2)] * len(shape))).values  # (B, N, C)
     g = pts.flip(-1).reshape(1, *([1] * (len(shape) - 1)), 50, len(shape)).expand(2, *([-1] * len(shape)), -1)
     want = F.grid_sample(x, g, mode="bilinear", padding_mode="border", align_corners=False)  # (B, C, 1.., N)
     torch.testing.assert_close(got, want.reshape(2, 3, 50).transpose(1, 2), rtol=1e-12, atol=1e-12)

@@ -167,3 +167,71 @@ def test_missing_paths(tmp_path):
     (root / "manifest.json").write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         INRDataset(root)
+
+
+def _edit_manifest(root, edit):
+    path = root / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def test_an_edited_shard_start_is_refused(tmp_path):
+    root, _ = _saved(tmp_path)
+    assert INRDataset(root).batch([1])[1].tolist() == [1]
+    _edit_manifest(root, lambda m: m["shards"][1].update(start=1))  # checksums untouched: batch([1]) gave INR 3
+    with pytest.raises(ValueError, match=r"manifest\.json.*shard 1 \('shard-00001\.safetensors'\) starts at 1, "
+                                         r"inside the shards listed before it \(they end at 3\)"):
+        INRDataset(root)
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda m: m["shards"][1].update(start=4), r"shard 1 .*starts at 4, but the shards listed before it end at 3"),
+    (lambda m: m["shards"][0].update(start=1), r"shard 0 .*starts at 1, but the shards listed before it end at 0"),
+    (lambda m: m["shards"].reverse(), r"shard 0 .*shard-00001.*starts at 3, but the shards listed before it end at 0"),
+    (lambda m: m["shards"].pop(), r"the shards end at 3, not at the dataset's count 6"),
+    (lambda m: m.update(count=9), r"the shards end at 6, not at the dataset's count 9"),
+    (lambda m: m.update(count=2), r"shard 0 .*ends at 3, past the dataset's count 2"),
+    (lambda m: m.update(count=-6), r"'count' must be a positive integer, got -6"),
+    (lambda m: m.update(shard_size=0), r"'shard_size' must be a positive integer, got 0"),
+    (lambda m: m["shards"][1].update(count=0), r"shard 1 .*'count' must be a positive integer, got 0"),
+    (lambda m: m["shards"][1].update(bytes=-1), r"shard 1 .*'bytes' must be a non-negative integer, got -1"),
+    (lambda m: m["shards"][1].update(start="3"), r"shard 1 .*'start' must be a non-negative integer, got '3'"),
+    (lambda m: m["shards"][1].update(sha256="abc"), r"shard 1 .*'sha256' must be 64 lowercase hex digits"),
+    (lambda m: m["shards"][1].pop("sha256"), r"shard 1 .*lacks the entries \['sha256'\]"),
+    (lambda m: m["shards"][1].update(file=m["shards"][0]["file"]),
+     r"shard 1 \('shard-00000\.safetensors'\) names the file of shard 0"),
+    (lambda m: m["shards"][1].update(file="../x.safetensors"), r"shard 1 .*a relative path inside the dataset"),
+    (lambda m: m["shards"][1].update(file="/tmp/x.safetensors"), r"shard 1 .*a relative path inside the dataset"),
+    (lambda m: m.update(shards={}), r"'shards' must be a list"),
+    (lambda m: m.update(complete="yes"), r"'complete' must be true or false, got 'yes'"),
+    (lambda m: m.update(fit=[]), r"'fit' must be an object"),
+    (lambda m: m.pop("fit"), r"lacks the entries \['fit'\]"),
+    (lambda m: m["family"].pop("config"), r"'family' must be an object with a 'name' and a 'config'"),
+    (lambda m: m["family"]["config"].update(hidden=3),
+     r"its 'family' entry does not rebuild: .*'hidden'.*family 'siren'.*width"),
+    (lambda m: m["family"]["config"].update(depth=1), r"its 'family' entry does not rebuild: .*depth"),
+    (lambda m: m["family"].update(name="nerf"), r"its 'family' entry does not rebuild: unknown INR family 'nerf'"),
+])
+def test_bad_manifests_are_refused_naming_the_file(tmp_path, edit, match):
+    root, _ = _saved(tmp_path)
+    _edit_manifest(root, edit)
+    with pytest.raises(ValueError, match=r"INR dataset manifest '[^']*ds/manifest\.json': " + match):
+        INRDataset(root)
+
+
+def test_an_unfinished_manifest_may_have_gaps_but_no_overlaps(tmp_path, counted_fit):
+    items = _source(9)
+    out = tmp_path / "ds"
+    build_dataset(out, items, FAMILY, shard_size=3, fit_kwargs=FIT, progress=False)
+    _edit_manifest(out, lambda m: m.update(complete=False, shards=[m["shards"][0], m["shards"][2]]))
+    assert [s["start"] for s in read_manifest(out)["shards"]] == [0, 6]
+    with pytest.raises(ValueError, match="unfinished"):
+        INRDataset(out)
+    counted_fit.clear()
+    build_dataset(out, items, FAMILY, shard_size=3, fit_kwargs=FIT, progress=False)
+    assert counted_fit == [3] and len(INRDataset(out)) == 9
+    _edit_manifest(out, lambda m: m.update(complete=False))
+    _edit_manifest(out, lambda m: m["shards"][1].update(start=2))
+    with pytest.raises(ValueError, match=r"manifest\.json.*shard 1 .*starts at 2, inside the shards listed before it"):
+        read_manifest(out)

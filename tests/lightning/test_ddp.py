@@ -49,10 +49,10 @@ def _fit(data: Path, out: Path, devices: int) -> tuple[dict, dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
     done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    (ckpt,) = out.rglob("*.ckpt")
+    (ckpt,) = out.rglob("last.ckpt")
     rows = list(csv.DictReader(open(next(out.rglob("metrics.csv")))))
     final = {k: float(v) for r in rows for k, v in r.items() if v and k.startswith("val/")}
-    return torch.load(ckpt, map_location="cpu", weights_only=False), final
+    return torch.load(ckpt, map_location="cpu", weights_only=True), final
 
 
 @pytest.mark.slow

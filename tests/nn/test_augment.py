@@ -159,6 +159,16 @@ def test_jitter_moves_points_inside_the_domain_deterministically():
         jitter(points, float("nan"))
 
 
+def test_jitter_keeps_what_the_order_means():
+    # Jittered Sobol points stay nested; a jittered grid is still in scan order (row by row),
+    # so a strided layer must refuse it rather than keep its first rows.
+    assert jitter(PointSet(sobol(64, 2, seed=0)), 0.01, generator=0).order == "nested"
+    shaken = jitter(PointSet.grid((8, 8)), 0.01, generator=0)
+    assert shaken.order == "unordered" and shaken.lattice is None
+    with pytest.raises(ValueError, match="unordered"):
+        shaken.downsample(2)
+
+
 def test_as_generator():
     g = torch.Generator()
     assert as_generator(g) is g and as_generator(None) is None

@@ -23,15 +23,16 @@ D64 = torch.float64
 
 
 def torch_conv(x, weight, bias, stride, padding_mode, groups):
-    """torch's convolution with 'same' zero padding (even kernels pad (k-1)//2 before,
-    k//2 after), no padding, or symmetric (reflect-about-the-boundary) padding."""
+    """torch's convolution with 'same' padding (even kernels pad (k-1)//2 before, k//2
+    after) by zeros, torch's reflect (about the edge pixel) or numpy's symmetric (edge pixel
+    repeated; F.pad has none), or no padding."""
     k = weight.shape[2:]
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[len(k)]
     if padding_mode == "none":
         return conv(x, weight, bias, stride=stride, groups=groups)
     pads = [p for kk in reversed(k) for p in ((kk - 1) // 2, kk // 2)]
-    if padding_mode == "zeros":
-        x = F.pad(x, pads)
+    if padding_mode in ("zeros", "reflect"):
+        x = F.pad(x, pads, mode="constant" if padding_mode == "zeros" else "reflect")
     else:
         widths = [(0, 0), (0, 0)] + [((kk - 1) // 2, kk // 2) for kk in k]
         x = torch.from_numpy(np.pad(x.numpy(), widths, mode="symmetric"))
@@ -51,8 +52,8 @@ def twin(shape, k, stride, padding, groups, c_in=4, c_out=8, dtype=D64, degree=N
     ((8, 9), 3, 1, "zeros", 1), ((8, 9), 3, 2, "zeros", 1), ((7, 7), 3, 2, "zeros", 2),
     ((6, 7), 2, 1, "zeros", 1), ((8, 8), 4, 1, "zeros", 2), ((9, 8), 4, 2, "zeros", 1),
     ((11, 10), 5, 2, "zeros", 1), ((7, 8), 3, 1, "none", 1), ((9, 8), 4, 2, "none", 1),
-    ((8, 8), 2, 2, "none", 2), ((10, 9), 7, 3, "none", 1), ((7, 6), 3, 1, "reflect", 1),
-    ((8, 8), 4, 1, "reflect", 1), ((9, 9), (3, 5), (1, 2), "zeros", 1), ((8, 8), 3, 1, "zeros", 4),
+    ((8, 8), 2, 2, "none", 2), ((10, 9), 7, 3, "none", 1), ((7, 6), 3, 1, "symmetric", 1),
+    ((8, 8), 4, 1, "symmetric", 1), ((9, 9), (3, 5), (1, 2), "zeros", 1), ((8, 8), 3, 1, "zeros", 4),
 ])
 def test_bspline_conv_reproduces_conv2d(shape, k, stride, padding, groups):
     out, ref = twin(shape, k, stride, padding, groups)
@@ -245,7 +246,7 @@ def test_mean_estimator_integrates_constants_exactly():
     lambda: BSplineConv(2, 3, 3, 0.4, degree=2, groups=1),
     lambda: MLPConv(2, 2, 0.5, hidden=(4,), groups=2),
     lambda: MLPConv(2, 3, 0.5, hidden=(4,), n_bins=8),
-    lambda: LegendreConv(2, 3, 0.5, degree=2, padding="reflect"),
+    lambda: LegendreConv(2, 3, 0.5, degree=2, padding="symmetric"),
 ])
 def test_gradcheck(make):
     layer = make().double()
@@ -281,3 +282,164 @@ def test_bad_inputs():
         BSplineConv(3, 4, (3, 3, 3), (0.1, 0.1))
     with pytest.raises(ValueError, match="wider than the domain"):
         BSplineConv(1, 1, 5, 1.0, padding="none")(Field(torch.randn(1, 16, 1), PointSet(sobol(16, 2, seed=0))))
+
+
+CONVS = {
+    "bspline": lambda: BSplineConv(2, 3, 3, 0.5),
+    "mlp-exact": lambda: MLPConv(2, 3, 0.5),
+    "mlp-binned": lambda: MLPConv(2, 3, 0.5, n_bins=16),
+    "legendre": lambda: LegendreConv(2, 3, 0.5),
+}
+
+
+@pytest.mark.parametrize("make", CONVS.values(), ids=CONVS.keys())
+def test_convs_name_themselves_for_non_float_values_and_other_devices(make):
+    layer, points = make(), PointSet.grid((4, 4))
+    name = type(layer).__name__
+    for dtype in (torch.long, torch.complex64):
+        with pytest.raises(TypeError, match=f"^{name} needs floating-point values, got a field of {dtype}"):
+            layer(Field(torch.ones(1, 16, 2, dtype=dtype), points))
+    with pytest.raises(TypeError, match=f"^{name} expects a Field, got Tensor"):
+        layer(torch.ones(1, 16, 2))
+    with pytest.raises(ValueError, match=f"^{name} is on meta but the field's values are on cpu"):
+        layer.to("meta")(Field(torch.ones(1, 16, 2), points))
+
+
+@pytest.mark.parametrize("make", CONVS.values(), ids=CONVS.keys())
+def test_convs_compute_in_the_dtype_of_the_values(make):
+    """A float32 layer on float64 values equals its float64 copy (kernels are cast to the values' dtype)."""
+    layer = make()
+    field = Field(torch.randn(2, 64, 2, dtype=D64), PointSet(sobol(64, 2, seed=1).double()))
+    torch.testing.assert_close(layer(field).values, layer.double()(field).values, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------
+# Mirrored paddings: "reflect" is torch's, "symmetric" is numpy's
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,k,stride", [
+    ((7, 6), 3, 1), ((8, 9), 5, 1), ((9, 8), 3, 2), ((10, 7), 5, 2), ((2, 5), 3, 1), ((13,), 3, 1), ((12,), 5, 2),
+    ((5, 6, 4), 3, 1),
+])
+def test_reflect_padding_is_torchs_reflect(shape, k, stride):
+    x = torch.randn(2, 3, *shape, dtype=D64)
+    layer = BSplineConv(3, 4, k, tuple(2 / s for s in shape), stride=stride, padding="reflect").double()
+    conv = {1: torch.nn.Conv1d, 2: torch.nn.Conv2d, 3: torch.nn.Conv3d}[len(shape)](
+        3, 4, k, stride=stride, padding=k // 2, padding_mode="reflect").double()
+    with torch.no_grad():
+        conv.weight.copy_(layer.weight)
+        conv.bias.copy_(layer.bias)
+    out = layer(grid_field(x))
+    ref = conv(x)
+    torch.testing.assert_close(out.values, ref.flatten(2).transpose(1, 2), rtol=1e-10, atol=1e-10)
+    assert out.points.lattice.shape == tuple(ref.shape[2:])
+
+
+@pytest.mark.parametrize("shape,k,padding", [((8, 8), 4, "reflect"), ((7, 9), 2, "reflect"), ((9, 6), 4, "symmetric")])
+def test_mirrored_padding_of_even_kernels(shape, k, padding):
+    """Even kernels pad (k - 1) // 2 before and k // 2 after, as torch's 'same'."""
+    out, ref = twin(shape, k, 1, padding, 1)
+    torch.testing.assert_close(out.values, ref.flatten(2).transpose(1, 2), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape,k,stride", [((7, 6), 3, 1), ((8, 9), 5, 1), ((9, 8), 5, 2), ((2, 6), 5, 1)])
+def test_symmetric_padding_is_numpys_symmetric(shape, k, stride):
+    """Reference: np.pad(mode='symmetric') (the edge pixel repeated), then an unpadded conv."""
+    x = torch.randn(2, 3, *shape, dtype=D64)
+    layer = BSplineConv(3, 4, k, tuple(2 / s for s in shape), stride=stride, padding="symmetric").double()
+    padded = torch.from_numpy(np.pad(x.numpy(), [(0, 0), (0, 0)] + [(k // 2, k // 2)] * 2, mode="symmetric"))
+    ref = F.conv2d(padded, layer.weight, layer.bias, stride=stride)
+    torch.testing.assert_close(layer(grid_field(x)).values, ref.flatten(2).transpose(1, 2), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("padding", ["reflect", "symmetric"])
+@pytest.mark.parametrize("shape", [(8, 9), (9, 8)])
+def test_mirrored_padding_after_a_stride_mirrors_the_strided_feature_map(padding, shape):
+    """On an even axis the strided lattice ends a pixel short of the domain: the mirrors are
+    its own (its outermost pixel centres, its cells' faces), as torch's on the strided tensor."""
+    x = torch.randn(2, 2, *shape, dtype=D64)
+    first = BSplineConv(2, 3, 3, tuple(2 / s for s in shape), stride=2).double()
+    second = BSplineConv(3, 2, 3, tuple(4 / s for s in shape), padding=padding).double()
+    with torch.no_grad():
+        out = second(first(grid_field(x)))
+        mid = torch_conv(x, first.weight, first.bias, 2, "zeros", 1)
+        ref = torch_conv(mid, second.weight, second.bias, 1, padding, 1)
+    torch.testing.assert_close(out.values, ref.flatten(2).transpose(1, 2), rtol=1e-10, atol=1e-10)
+
+
+def _mirrored_conv_reference(layer, field, inset):
+    """``g(q) = sum_j w_j sum_y K(y - q) f_j`` over ``x_j`` itself and its mirror images ``y``
+    about the planes ``inset`` inside the domain's faces that land outside the domain, by loops."""
+    points = field.points
+    queries = layer.output_points(points)
+    lo = [b[0] for b in points.bounds]
+    hi = [b[1] for b in points.bounds]
+    d = points.dim
+    out = torch.zeros(field.batch_size, queries.n, layer.out_channels, dtype=D64)
+    for j, x in enumerate(points.coords.double().tolist()):
+        images = []
+        for sides in itertools.product((0, -1, 1), repeat=d):
+            y, outside = list(x), True
+            for k, s in enumerate(sides):
+                if s == -1:
+                    y[k] = 2 * (lo[k] + inset[k]) - x[k]
+                    outside = outside and y[k] < lo[k]
+                elif s == 1:
+                    y[k] = 2 * (hi[k] - inset[k]) - x[k]
+                    outside = outside and y[k] > hi[k]
+            if outside:
+                images.append(y)
+        offsets = (torch.tensor(images, dtype=D64)[None] - queries.coords.double()[:, None]).reshape(-1, d)  # (M*I, d)
+        rows = torch.arange(queries.n).repeat_interleave(len(images))
+        inside = layer.support.contains(offsets)
+        kernel = layer.pair_kernel(offsets[inside])  # (E, C_in, C_out)
+        msg = torch.einsum("bc,eco->beo", field.values[:, j].double(), kernel) * points.weights[j].double()
+        out.index_add_(1, rows[inside], msg)
+    return out + layer.bias.double()
+
+
+@pytest.mark.parametrize("padding,inset", [("reflect", (0.125, 0.1)), ("symmetric", (0.0, 0.0))])
+def test_mirrored_padding_on_scattered_points_matches_a_loop_reference(padding, inset):
+    """On scattered points 'reflect' mirrors about the planes half a tap spacing inside the
+    faces: f(lo - t) = f(lo + h + t); 'symmetric' across the faces: f(lo - t) = f(lo + t)."""
+    points = PointSet(sobol(96, 2, seed=3, dtype=D64))
+    field = Field(torch.randn(2, 96, 2, dtype=D64), points)
+    layer = BSplineConv(2, 3, 3, (0.25, 0.2), padding=padding).double()
+    torch.testing.assert_close(layer(field).values, _mirrored_conv_reference(layer, field, inset),
+                               rtol=1e-10, atol=1e-10)
+
+
+def test_mirrored_paddings_fill_the_support_like_torch():
+    """A constant stays constant under either mirror, also at the faces and corners."""
+    for padding in ("reflect", "symmetric"):
+        layer = BSplineConv(1, 1, 3, 0.25, padding=padding, bias=False).double()
+        out = layer(grid_field(torch.ones(1, 1, 8, 8, dtype=D64))).values
+        torch.testing.assert_close(out, torch.full_like(out, float(layer.weight.detach().sum())), rtol=1e-12, atol=1e-12)
+
+
+def test_reflect_needs_taps_and_at_most_n_minus_1_padding():
+    for make in (lambda: MLPConv(2, 2, 0.5, padding="reflect"), lambda: LegendreConv(2, 2, 0.5, padding="reflect")):
+        with pytest.raises(ValueError, match="use padding='symmetric'"):
+            make()
+    # torch reflects by at most n - 1 pixels: a 5-tap filter (2 per side) needs 3 pixels
+    x = torch.randn(1, 1, 2, 6, dtype=D64)
+    with pytest.raises(RuntimeError):
+        F.pad(x, (2, 2, 2, 2), mode="reflect")
+    with pytest.raises(ValueError, match="along axis 0.*second one would add"):
+        BSplineConv(1, 1, 5, (1.0, 1 / 3), padding="reflect").double()(grid_field(x))
+    with pytest.raises(ValueError, match="one pixel"):
+        BSplineConv(1, 1, 3, (2.0, 1 / 3), padding="reflect").double()(grid_field(torch.randn(1, 1, 1, 6)))
+    with pytest.raises(ValueError, match="padding must be one of"):
+        BSplineConv(1, 1, 3, 0.5, padding="replicate")
+
+
+def test_paddings_on_the_same_points_keep_their_own_neighbours():
+    """The cached neighbours and plans are per mirror: each padding stays its torch/numpy twin."""
+    x = torch.randn(1, 2, 7, 8, dtype=D64)
+    field = grid_field(x)
+    for padding in ("reflect", "symmetric", "zeros", "reflect"):
+        layer = BSplineConv(2, 3, 3, (2 / 7, 2 / 8), padding=padding).double()
+        with torch.no_grad():
+            out, ref = layer(field).values, torch_conv(x, layer.weight, layer.bias, 1, padding, 1)
+        torch.testing.assert_close(out, ref.flatten(2).transpose(1, 2), rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="mirror inset must be 2 non-negative"):
+        neighbors(field.points, field.points, Support(0.1), reflect=True, inset=(0.1,))

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from inrnet.field import Field, PointSet
-from inrnet.nn.pointwise import (ChannelMixing, Pointwise, PositionalEncoding, channel_mixing, positional_encoding,
-                                 sinusoidal_features)
+from inrnet.nn.pointwise import (ChannelMixing, Pointwise, PositionalEncoding, channel_mixing, check_field,
+                                 positional_encoding, sinusoidal_features)
 
 
 def grid_field(x: torch.Tensor) -> Field:
@@ -79,6 +79,33 @@ def test_channel_mixing_rejects_bad_inputs():
         mix(torch.randn(1, 4, 3))
     with pytest.raises(ValueError, match="C_out, C_in"):
         channel_mixing(torch.randn(1, 4, 3), torch.randn(2, 5))
+
+
+def test_check_field_with_a_module_checks_dtype_and_device():
+    points = PointSet.grid((2, 2))
+    labels = Field(torch.ones(1, 4, 3, dtype=torch.long), points)
+    mix = ChannelMixing(3, 2)
+    assert check_field(labels, "Labels", 3) is labels  # integer fields are fine where no module is named
+    with pytest.raises(TypeError, match=r"^MyLayer needs floating-point values, got a field of torch\.int64 values "
+                                        r"\(1, 4, 3\)"):
+        check_field(labels, "MyLayer", 3, module=mix)
+    with pytest.raises(TypeError, match="ChannelMixing needs floating-point values, got a field of torch.bool"):
+        mix(Field(torch.ones(1, 4, 3, dtype=torch.bool), points))
+    with pytest.raises(ValueError, match="^ChannelMixing is on meta but the field's values are on cpu"):
+        mix.to("meta")(Field(torch.randn(1, 4, 3), points))
+    assert check_field(labels.to(dtype=torch.float64), "Parameterless", module=nn.ReLU()).values.dtype == torch.float64
+
+
+def test_channel_mixing_needs_its_parameters_dtype_outside_autocast():
+    mix = ChannelMixing(3, 2)
+    values = torch.randn(1, 4, 3, dtype=torch.float64)
+    field = Field(values, PointSet.grid((2, 2)))
+    with pytest.raises(TypeError, match="^ChannelMixing has torch.float32 parameters but the field's values are "
+                                        "torch.float64"):
+        mix(field)
+    torch.testing.assert_close(mix.double()(field).values, values @ mix.weight.T + mix.bias)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast runs the matmul in bfloat16 whatever the dtypes
+        assert mix.float()(field.to(dtype=torch.bfloat16)).values.dtype == torch.bfloat16
 
 
 # activations ------------------------------------------------------------------------

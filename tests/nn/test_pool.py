@@ -7,8 +7,10 @@ import torch
 from torch import nn
 
 from inrnet.field import Field, PointSet
-from inrnet.nn.pool import AdaptiveAvgPool, AvgPool, GlobalAvgPool, MaxPool, avg_pool, max_pool
+from inrnet.nn.pool import AdaptiveAvgPool, AvgPool, GlobalAvgPool, MaxPool, adaptive_bins, avg_pool, max_pool
+from inrnet.nn.resample import downsample
 from inrnet.sampling.points import sobol
+from inrnet.testing import grid_field
 from inrnet.testing.asserts import assert_converges, assert_matches_discrete, gradcheck_field
 
 # (grid shape, kernel, stride, torch padding, our padding): odd and even grids and kernels.
@@ -167,8 +169,8 @@ def test_bad_arguments_raise():
         MaxPool((2, 2, 2), 0.5)(field)
     with pytest.raises(ValueError, match="wider than the domain"):
         MaxPool(9, 0.5, padding="none")(field)
-    with pytest.raises(ValueError, match="contain no point"):
-        AdaptiveAvgPool(8)(field)
+    with pytest.raises(ValueError, match="contain no point"):  # scattered points: equal boxes, 64 for 16 points
+        AdaptiveAvgPool(8)(Field(torch.randn(1, 16, 2), PointSet(sobol(16, 2, seed=0))))
 
 
 def test_assert_matches_discrete_catches_misplaced_outputs():
@@ -184,3 +186,51 @@ def test_unpadded_pool_after_a_strided_pool_matches_torch():
     x = torch.randn(1, 2, 8, 8)
     ours = nn.Sequential(MaxPool(3, 0.25, 2, unbiased=False), MaxPool(2, 0.5, padding="none", unbiased=False))
     assert_matches_discrete(ours, nn.Sequential(nn.MaxPool2d(3, 2, 1), nn.MaxPool2d(2)), x, stride=4, offset=0)
+
+
+# (lattice shape, output size): divisible, non-divisible (torch's bins overlap), larger than the input, 1-d, 3-d
+ADAPTIVE = [((8, 8), (3, 3)), ((7, 5), (2, 4)), ((6, 9), (4, 2)), ((8, 8), (4, 2)), ((4, 3), (8, 5)), ((13,), (4,)),
+            ((7,), (1,)), ((5, 6, 7), (2, 4, 3)), ((4, 3, 5), (3, 3, 3))]
+TORCH_ADAPTIVE = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d, 3: nn.AdaptiveAvgPool3d}
+
+
+@pytest.mark.parametrize("shape,size", ADAPTIVE)
+def test_adaptive_avg_pool_is_torchs_on_lattices(shape, size):
+    x = torch.randn(2, 3, *shape, dtype=torch.float64)
+    ref = TORCH_ADAPTIVE[len(shape)](size)(x)
+    torch.testing.assert_close(AdaptiveAvgPool(size)(grid_field(x)), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(9, 8), (8, 11)])
+def test_adaptive_avg_pool_after_a_stride_bins_the_strided_feature_map(shape):
+    x = torch.randn(2, 3, *shape, dtype=torch.float64)
+    field = downsample(grid_field(x), 2)
+    ref = nn.AdaptiveAvgPool2d(3)(x[:, :, ::2, ::2])
+    torch.testing.assert_close(AdaptiveAvgPool(3)(field), ref, rtol=1e-12, atol=1e-12)
+
+
+def test_adaptive_bins_are_torchs_formula():
+    for n, m in [(8, 3), (7, 2), (5, 4), (3, 8), (6, 6), (1, 3)]:
+        bins = adaptive_bins(n, m)
+        assert bins == [(math.floor(i * n / m), math.ceil((i + 1) * n / m)) for i in range(m)], (n, m)
+    with pytest.raises(ValueError, match="0 inputs to 2 outputs"):
+        adaptive_bins(0, 2)
+
+
+def test_adaptive_avg_pool_on_scattered_points_averages_equal_boxes():
+    """No pixels to bin: output (i, j) is the weighted mean over the i-th by j-th third of the domain."""
+    points = PointSet(sobol(300, 2, seed=4, dtype=torch.float64), torch.rand(300, dtype=torch.float64) + 0.5)
+    values = torch.randn(2, 300, 3, dtype=torch.float64)
+    out = AdaptiveAvgPool(3)(Field(values, points))
+    x, w = points.coords, points.weights
+    for i in range(3):
+        for j in range(3):
+            inside = ((x[:, 0] >= -1 + 2 * i / 3) & (x[:, 0] < -1 + 2 * (i + 1) / 3)
+                      & (x[:, 1] >= -1 + 2 * j / 3) & (x[:, 1] < -1 + 2 * (j + 1) / 3))
+            ref = (values[:, inside] * w[inside, None]).sum(1) / w[inside].sum()  # (B, C)
+            torch.testing.assert_close(out[:, :, i, j], ref, rtol=1e-12, atol=1e-12)
+
+
+def test_adaptive_avg_pool_gradcheck_on_a_lattice():
+    field = grid_field(torch.randn(1, 2, 5, 4, dtype=torch.float64))
+    assert gradcheck_field(AdaptiveAvgPool((3, 3)), field)

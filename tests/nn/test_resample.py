@@ -5,9 +5,10 @@ import torch
 from torch import nn
 
 from inrnet.field import Field, PointSet
+from inrnet.inr import PixelINR, sample
 from inrnet.nn.resample import (Add, Concat, Downsample, Upsample, _scattered_nearest, add, concat, downsample,
                                 nearest_index, upsample)
-from inrnet.sampling.points import sobol
+from inrnet.sampling.points import grid, sobol
 from inrnet.testing.asserts import gradcheck_field, grid_field
 
 
@@ -113,7 +114,7 @@ def test_bad_inputs_raise():
     grid = PointSet.grid((4, 4))
     a = Field(torch.randn(2, 16, 3), grid)
     other = Field(torch.randn(2, 16, 3), PointSet(sobol(16, 2, seed=0)))
-    with pytest.raises(ValueError, match=r"different point sets: PointSet\(n=16.*lattice.*PointSet\(n=16.*scattered"):
+    with pytest.raises(ValueError, match=r"different point sets: PointSet\(n=16.*lattice.*PointSet\(n=16.*nested"):
         add(a, other)
     with pytest.raises(ValueError, match="different point sets"):
         concat(a, downsample(a, 2))
@@ -129,6 +130,28 @@ def test_bad_inputs_raise():
         upsample(a, PointSet.grid((4, 4, 4)))
     with pytest.raises(ValueError, match="downsampling factor"):
         downsample(a, (2, 2, 2))
+
+
+def test_downsampling_raw_grid_coordinates_keeps_the_strided_pixels():
+    # sample(inrs, grid(shape)) wraps raw coordinates: stride 2 on 8x8 must keep rows and
+    # columns 0, 2, 4, 6 (it used to keep the first 16 points, the two top rows)
+    x = torch.randn(2, 3, 8, 8)
+    low = downsample(sample(PixelINR(x), grid((8, 8))), 2)
+    torch.testing.assert_close(low.values, _flat(x[:, :, ::2, ::2]), rtol=0, atol=0)
+    assert low.points.lattice == PointSet.grid((8, 8)).downsample(2).lattice
+    up = upsample(low)
+    torch.testing.assert_close(up.values, _flat(nn.Upsample(scale_factor=2)(x[:, :, ::2, ::2])), rtol=0, atol=0)
+
+
+def test_downsampling_unordered_points_raises():
+    permuted = PointSet(grid((8, 8))[torch.randperm(64)])
+    field = Field(torch.randn(1, 64, 2), permuted)
+    for down in (lambda f: downsample(f, 2), Downsample(2)):
+        with pytest.raises(ValueError, match=r"cannot be downsampled by \(2, 2\): its order is 'unordered'.*"
+                                             r"PointSet.grid\(shape\).*order='nested'"):
+            down(field)
+    nested = Field(field.values, PointSet(permuted.coords, order="nested"))
+    assert downsample(nested, 2).points is nested.points.prefix(16)
 
 
 def test_gradcheck():

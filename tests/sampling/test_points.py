@@ -2,13 +2,17 @@
 
 import functools
 import math
+import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from scipy.special import erf
 
-from inrnet.sampling import grid, grid_axes, halton, shrunk, sobol, uniform
+from inrnet import PointSet
+from inrnet.sampling import grid, grid_axes, halton, points, shrunk, sobol, uniform
+from inrnet.sampling.points import check_count, total_memory
 
 GENERATORS = {"sobol": sobol, "halton": halton, "uniform": uniform, "shrunk": shrunk}
 
@@ -165,6 +169,43 @@ def test_bad_counts_raise(bad):
             gen(bad, 2, seed=0)
         with pytest.raises(ValueError, match="dimension"):
             gen(4, bad, seed=0)
+
+
+SIZE = r"(?:\d{1,3}(?:,\d{3})*)"  # 1,234,567
+
+
+@pytest.mark.parametrize("make, n", [
+    (lambda: grid((10**6, 10**6)), "1,000,000,000,000"),
+    (lambda: PointSet.grid((10**6, 10**6)), "1,000,000,000,000"),
+    (lambda: sobol(10**13, 2), "10,000,000,000,000"),
+    (lambda: halton(10**13, 2), "10,000,000,000,000"),
+    (lambda: uniform(10**13, 2), "10,000,000,000,000"),
+    (lambda: shrunk(10**13, 2), "10,000,000,000,000"),
+])
+def test_absurd_sizes_are_refused_before_allocating(make, n):
+    limit, _ = total_memory()
+    with pytest.raises(ValueError, match=rf"{n} points in 2 dimensions need {SIZE} bytes \([\d.]+ TiB\) of float64 "
+                                         rf"coordinates, more than the {limit:,} bytes .* of memory of this machine"):
+        make()
+
+
+def test_check_count_compares_with_the_device_memory(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: SimpleNamespace(total_memory=2**20))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert total_memory("cuda:3") == (2**20, "cuda:3") and total_memory("cuda")[1] == "cuda:0"
+    check_count(2**16, 2, dtype=torch.float32, device="cuda")  # 512 KiB of float32 fits in 1 MiB
+    with pytest.raises(ValueError, match=r"262,144 points in 2 dimensions need 2,097,152 bytes \(2.0 MiB\) of "
+                                         r"torch.float32 coordinates, more than the 1,048,576 bytes \(1.0 MiB\) of "
+                                         r"memory of cuda:0; use fewer points"):
+        check_count(2**18, 2, dtype=torch.float32, device="cuda")
+    check_count(2**18, 2, dtype=torch.float32)  # the CPU only needs the machine's memory
+
+
+def test_total_memory_of_the_machine(monkeypatch):
+    assert total_memory("cpu")[0] == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    monkeypatch.setattr(points, "total_memory", lambda device=None: (64 * 2**30, "this machine"))
+    with pytest.raises(ValueError, match=r"160,000,000,000 bytes \(149.0 GiB\) of float64 .* 68,719,476,736 bytes"):
+        grid((100_000, 100_000))
 
 
 # --------------------------------------------------------------------------------------

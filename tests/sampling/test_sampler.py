@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from inrnet import PointSet
-from inrnet.sampling import SCHEMES, Sampler, grid, halton, shrunk, sobol, uniform
+from inrnet.lightning.data import parse_sampler
+from inrnet.sampling import SCHEMES, Sampler, grid, halton, points, shrunk, sobol, uniform
 
 
 @pytest.mark.parametrize("scheme", ["sobol", "halton", "shrunk", "mc"])
@@ -81,3 +82,55 @@ def test_bad_arguments_raise():
         Sampler("sobol", n=0)
     with pytest.raises(ValueError, match="dimension"):
         Sampler("sobol", n=8, dim=0)
+
+
+@pytest.mark.parametrize("make", [lambda: Sampler("grid", shape=(10**6, 10**6)), lambda: Sampler("sobol", n=10**13),
+                                  lambda: Sampler("grid", shape=(10**10, 10**10)),
+                                  lambda: parse_sampler("grid:1000000x1000000"), lambda: parse_sampler("mc:10000000000000")])
+def test_absurd_sizes_are_refused_when_the_sampler_is_made(make):
+    with pytest.raises(ValueError, match=r"points in \d dimensions need [\d,]+ bytes .* more than the [\d,]+ bytes"):
+        make()
+
+
+def test_a_config_grid_too_big_for_the_machine_is_refused(monkeypatch):
+    monkeypatch.setattr(points, "total_memory", lambda device=None: (64 * 2**30, "this machine"))
+    with pytest.raises(ValueError, match=r"10,000,000,000 points in 2 dimensions need 160,000,000,000 bytes"):
+        parse_sampler("grid:100000x100000")
+
+
+@pytest.mark.parametrize("scheme", ["sobol", "halton", "shrunk", "mc"])
+@pytest.mark.parametrize("n, dim", [(2, 1), (3, 1), (64, 2)])
+def test_scattered_samplers_give_nested_point_sets(scheme, n, dim):
+    # said explicitly, not inferred: two points in 1-d always look like a lattice
+    p = Sampler(scheme, n=n, dim=dim, seed=3)()
+    assert p.order == "nested" and p.lattice is None
+    assert p.downsample(2) is p.prefix(-(-n // 2 ** dim))
+    assert Sampler("grid", shape=(4, 6))().order == "lattice"
+
+
+@pytest.mark.parametrize("scheme", ["sobol", "halton", "shrunk", "mc"])
+def test_state_dict_resumes_the_sequence(scheme):
+    straight = Sampler(scheme, n=32, dim=2, seed=4)
+    first = [straight().coords for _ in range(5)]
+    interrupted = Sampler(scheme, n=32, dim=2, seed=4)
+    for _ in range(3):
+        interrupted()
+    resumed = Sampler(scheme, n=32, dim=2, seed=4)
+    resumed.load_state_dict(interrupted.state_dict())
+    assert resumed.state_dict() == {"calls": 3}
+    assert torch.equal(resumed().coords, first[3]) and torch.equal(resumed().coords, first[4])
+
+
+def test_fixed_samplers_do_not_count():
+    sampler = Sampler("sobol", n=8, rescramble=False)
+    sampler(), sampler()
+    assert sampler.state_dict() == {"calls": 0}
+    grid_sampler = Sampler("grid", shape=(2, 2))
+    grid_sampler()
+    assert grid_sampler.state_dict() == {"calls": 0}
+
+
+@pytest.mark.parametrize("state", [{}, {"calls": -1}, {"calls": 1.5}, {"calls": True}, [3]])
+def test_load_state_dict_rejects_bad_states(state):
+    with pytest.raises(ValueError, match="a Sampler state is"):
+        Sampler("sobol", n=8).load_state_dict(state)
