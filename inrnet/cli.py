@@ -26,6 +26,7 @@ from lightning.pytorch.cli import LightningCLI
 
 import inrnet.lightning  # noqa: F401  (registers the task modules and DataModules for short class names)
 from inrnet.lightning.base import _jsonable
+from inrnet.lightning.demo import main as demo_main
 
 __all__ = ["main", "build", "InrnetCLI", "TRAINER_DEFAULTS"]
 
@@ -108,7 +109,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``inrnet`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "demo":
-        from inrnet.lightning.demo import main as demo_main
         demo_main(args[1:])
         return
     _cli(None if argv is None else args, run=True)

@@ -16,7 +16,7 @@ point set is garbage collected.
 
 A [`Field`][inrnet.field.Field] is a batch of functions sampled on one point set: ``values [B, N, C]``
 plus its ``points``. It is a thin typed wrapper (not a Tensor subclass); layers check
-points and channels at their boundary.
+points and channels at their boundary ([`check_field`][inrnet.field.check_field]).
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["Lattice", "PointSet", "Field", "check_same_points", "ORDERS"]
+from inrnet._limits import check_count, check_shape
+
+__all__ = ["Lattice", "PointSet", "Field", "check_same_points", "check_field", "ORDERS"]
 
 _uids = itertools.count()
 
@@ -69,8 +71,14 @@ class Lattice:
         return math.prod(self.shape)
 
     def coords(self, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
-        """Tensor[prod(shape), d], in C order."""
-        axes = [o + s * torch.arange(n, dtype=torch.float64) for o, s, n in zip(self.origin, self.step, self.shape)]
+        """Tensor[prod(shape), d], in C order, computed in float64.
+
+        Along an axis of ``Lattice.grid`` (origin ``-1 + 1 / n``, step ``2 / n``) the sites
+        are the cell centres ``(2 i + 1) / n - 1``, rounded as ``inrnet.sampling.grid``
+        rounds them (``origin + step * i`` can differ in the last bit); along any other
+        axis they are ``origin + step * i``.
+        """
+        axes = [_lattice_sites(o, s, n) for o, s, n in zip(self.origin, self.step, self.shape)]
         mesh = torch.meshgrid(*axes, indexing="ij")
         return torch.stack([m.reshape(-1) for m in mesh], -1).to(dtype=dtype, device=device)
 
@@ -90,6 +98,14 @@ class Lattice:
                           tuple(h * s for h, s in zip(self.step, stride)),
                           tuple(len(r) for r in ranges))
         return lattice, flat.reshape(-1)
+
+
+def _lattice_sites(origin: float, step: float, n: int) -> Tensor:
+    """The ``n`` sites of one lattice axis, Tensor[n] in float64 (see `Lattice.coords`)."""
+    i = torch.arange(n, dtype=torch.float64)
+    if origin == -1.0 + 1.0 / n and step == 2.0 / n:  # a grid axis: its cell centres
+        return (2.0 * i + 1.0) / n - 1.0
+    return origin + step * i
 
 
 def _as_bounds(bounds, dim: int) -> tuple[tuple[float, float], ...]:
@@ -263,10 +279,16 @@ class PointSet:
     # construction ------------------------------------------------------------------
     @classmethod
     def grid(cls, shape: Sequence[int], *, dtype: torch.dtype = torch.float32, device=None) -> PointSet:
-        """The cell centres of ``inrnet.sampling.grid(shape)``, as a lattice point set."""
-        from inrnet.sampling.points import _check_shape, grid
-        shape = _check_shape(shape)
-        return cls(grid(shape, dtype=dtype, device=device), lattice=Lattice.grid(shape))
+        """The cell centres of ``inrnet.sampling.grid(shape)`` (bit for bit), as a lattice point set.
+
+        Raises:
+            ValueError: a bad shape, or one whose points do not fit in memory (checked before
+                allocating, see [`check_count`][inrnet.sampling.points.check_count]).
+        """
+        shape = check_shape(shape)
+        check_count(math.prod(shape), len(shape), dtype=dtype, device=device)
+        lattice = Lattice.grid(shape)
+        return cls(lattice.coords(dtype, device), lattice=lattice)
 
     # basic properties --------------------------------------------------------------
     @property
@@ -508,3 +530,46 @@ class Field:
         if self.channels != expected:
             raise ValueError(f"{layer} expects {expected} input channels, got a field with values "
                              f"{tuple(self.values.shape)} ([B, N, C])")
+
+
+def check_field(field, layer: str, channels: int | None = None, *, module: torch.nn.Module | None = None,
+                match_dtype: bool = False) -> Field:
+    """Check a layer's input at its boundary.
+
+    Args:
+        field: the input, a [`Field`][inrnet.field.Field] with values Tensor[B, N, C].
+        layer: the layer's name, used in the messages.
+        channels: the ``C`` it must have (``None``: any).
+        module: the layer: its input must then hold floating-point values on the device of
+            its parameters and buffers.
+        match_dtype: (with ``module``) the values must also have the dtype of its
+            floating-point parameters, for layers whose maths does not cast them (not
+            checked under ``torch.autocast``, which casts both).
+
+    Returns:
+        ``field``, unchanged.
+
+    Raises:
+        TypeError: ``field`` is not a Field, or its values have the wrong dtype.
+        ValueError: it has other than ``channels`` channels, or lives on another device.
+    """
+    if not isinstance(field, Field):
+        raise TypeError(f"{layer} expects a Field, got {type(field).__name__}")
+    if channels is not None:
+        field.check_channels(channels, layer)
+    if module is None:
+        return field
+    values = field.values
+    if not values.is_floating_point():
+        raise TypeError(f"{layer} needs floating-point values, got a field of {values.dtype} values "
+                        f"{tuple(values.shape)} ([B, N, C]); convert them with field.to(dtype=torch.float32)")
+    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
+    if tensor is not None and tensor.device != values.device:
+        raise ValueError(f"{layer} is on {tensor.device} but the field's values are on {values.device}; move the "
+                         f"layer with .to({str(values.device)!r}) or the field with .to({str(tensor.device)!r})")
+    weight = next((p for p in module.parameters() if p.is_floating_point()), None)
+    if (match_dtype and weight is not None and weight.dtype != values.dtype
+            and not torch.is_autocast_enabled(values.device.type)):
+        raise TypeError(f"{layer} has {weight.dtype} parameters but the field's values are {values.dtype}; "
+                        f"convert the layer with .to({values.dtype}) or the field with .to(dtype={weight.dtype})")
+    return field

@@ -23,6 +23,12 @@ that lattice points exactly on the support boundary are kept, and pairs are sort
 * ``"brute"``: the ``O(N M)`` distance test, the reference the tests use.
 
 Nothing is ever truncated: every pair inside the support is returned.
+
+[`nearest`][inrnet.neighbors.nearest] is the 1-nearest-neighbour search (upsampling, binned
+kernels) with the same three kinds of backend, ``"kdtree"``, ``"torch"`` (chunked distances,
+any device) and ``"brute"``, and one exact rule: the least float64 squared distance, ties to
+the lowest point index. [`csr_indptr`][inrnet.neighbors.csr_indptr] is the CSR row pointer every
+pair list here and in the convolutions' gather plans is indexed by.
 """
 
 from __future__ import annotations
@@ -36,14 +42,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from inrnet.field import BOUNDARY_TOL, PointSet
+from inrnet.field import PointSet
 
-__all__ = ["Support", "Neighbors", "neighbors", "find_neighbors", "tiled_box", "stable_argsort", "BACKENDS"]
+__all__ = ["Support", "Neighbors", "neighbors", "find_neighbors", "nearest", "tiled_box", "csr_indptr",
+           "stable_argsort", "BACKENDS", "NEAREST_BACKENDS"]
 
 BACKENDS = ("auto", "kdtree", "cells", "brute")
+NEAREST_BACKENDS = ("auto", "kdtree", "torch", "brute")
 
 SUPPORT_TOL = 1e-6
 """Relative slack on the support boundary, so lattice points exactly on it are kept."""
+NEAREST_SLACK = 1e-9
+"""Relative margin within which the k-d tree's second-nearest point may tie with its nearest."""
 
 
 @dataclass(frozen=True)
@@ -201,9 +211,68 @@ def find_neighbors(points: PointSet, queries: PointSet, support: Support, *, ref
     offset = x[j] - q[row]  # (C, d), float64
     keep = support.contains(offset, atol)
     row, j, offset = row[keep], j[keep], offset[keep]
-    indptr = torch.zeros(queries.n + 1, dtype=torch.long, device=points.device)
-    indptr[1:] = torch.cumsum(torch.bincount(row, minlength=queries.n), 0)
-    return Neighbors(indptr, row, src[j], offset.to(points.dtype), points.n)
+    return Neighbors(csr_indptr(row, queries.n), row, src[j], offset.to(points.dtype), points.n)
+
+
+def nearest(points: Tensor, queries: Tensor, *, backend: str = "auto", chunk: int = 1 << 22) -> Tensor:
+    """The nearest point of every query, uncached.
+
+    One rule decides on every backend: the least squared distance in float64 (the axes
+    summed in order), ties to the lowest point index, so every backend returns the same
+    indices:
+
+    * ``"kdtree"``: scipy's cKDTree, the CPU default; where the second-nearest point is as
+      near as the nearest up to rounding, every point that near is a candidate and the rule
+      decides among them;
+    * ``"torch"``: all distances, ``chunk`` at a time, on any device (the GPU default);
+    * ``"brute"``: a loop over the queries, the reference the tests use.
+
+    Args:
+        points: Tensor[N, d], the ``N >= 1`` points searched.
+        queries: Tensor[M, d], on the same device.
+        backend: ``"auto"``, ``"kdtree"``, ``"torch"`` or ``"brute"``.
+        chunk: with ``"torch"``, how many distances to hold at once (``chunk // N`` queries).
+
+    Returns:
+        Tensor[M] of int64 indices into ``points``, on their device.
+    """
+    if backend not in NEAREST_BACKENDS:
+        raise ValueError(f"unknown nearest-neighbour backend {backend!r}; choose one of {NEAREST_BACKENDS}")
+    if points.dim() != 2 or queries.dim() != 2 or points.shape[1] != queries.shape[1] or points.shape[1] < 1:
+        raise ValueError(f"nearest expects points Tensor[N, d] and queries Tensor[M, d], got {tuple(points.shape)} "
+                         f"and {tuple(queries.shape)}")
+    if points.shape[0] == 0:
+        raise ValueError(f"no nearest point among none: points {tuple(points.shape)} ([N, d])")
+    if queries.device != points.device:
+        raise ValueError(f"queries are on {queries.device}, points on {points.device}")
+    if backend == "auto":
+        backend = "kdtree" if points.device.type == "cpu" else "torch"
+    x, q = points.double(), queries.double()  # (N, d), (M, d)
+    if q.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=points.device)
+    if backend == "brute":
+        return _brute_nearest(x, q)
+    if backend == "kdtree":
+        return _kdtree_nearest(x, q)
+    step = max(1, chunk // x.shape[0])
+    return torch.cat([_squared_distance(q[i:i + step, None, :], x[None]).argmin(1)  # (m, N) -> (m,), first minimum
+                      for i in range(0, q.shape[0], step)])
+
+
+def csr_indptr(row: Tensor, num_rows: int) -> Tensor:
+    """The CSR row pointer of entries sorted by row: those of row ``i`` are ``indptr[i]:indptr[i + 1]``.
+
+    Args:
+        row: Tensor[E] of row indices in ``[0, num_rows)`` (only their counts matter).
+        num_rows: ``M``, rows without entries included.
+
+    Returns:
+        ``indptr``, Tensor[M + 1] of int64 on ``row``'s device, ``indptr[0] = 0`` and
+        ``indptr[M] = E``.
+    """
+    indptr = torch.zeros(num_rows + 1, dtype=torch.long, device=row.device)
+    indptr[1:] = torch.cumsum(torch.bincount(row, minlength=num_rows), 0)
+    return indptr
 
 
 def stable_argsort(keys: Tensor) -> Tensor:
@@ -358,3 +427,45 @@ def _cell_candidates(center: Tensor, x: Tensor, reach: Tensor, max_candidates: i
         empty = torch.zeros(0, dtype=torch.long, device=x.device)
         return empty, empty
     return torch.cat(rows), torch.cat(cols)
+
+
+def _squared_distance(a: Tensor, b: Tensor) -> Tensor:
+    """``sum_k (a_k - b_k)^2`` of broadcastable Tensor[..., d]s, the axes added in order
+    (every backend of [`nearest`][inrnet.neighbors.nearest] rounds alike)."""
+    out = (a[..., 0] - b[..., 0]).square()
+    for k in range(1, a.shape[-1]):
+        out = out + (a[..., k] - b[..., k]).square()
+    return out
+
+
+def _brute_nearest(x: Tensor, q: Tensor) -> Tensor:
+    """For each query, the first point at the least squared distance; a loop over queries."""
+    index = torch.empty(q.shape[0], dtype=torch.long, device=x.device)
+    for i in range(q.shape[0]):
+        dist = _squared_distance(x, q[i])  # (N,)
+        index[i] = torch.nonzero(dist == dist.min())[0, 0]
+    return index
+
+
+def _kdtree_nearest(x: Tensor, q: Tensor) -> Tensor:
+    """The tree's nearest point, unless the second is as near up to rounding: then the
+    least exact distance, ties to the lowest index, among all points that near."""
+    from scipy.spatial import cKDTree
+    xs, qs = x.cpu().numpy(), q.cpu().numpy()
+    tree = cKDTree(xs)
+    k = min(2, xs.shape[0])
+    dist, index = tree.query(qs, k=k)
+    dist, index = dist.reshape(-1, k), index.reshape(-1, k).astype(np.int64)  # (M, k)
+    best = index[:, 0].copy()
+    if k == 2:
+        reach = dist[:, 0] * (1 + NEAREST_SLACK)
+        tied = np.flatnonzero(dist[:, 1] <= reach)
+        if tied.size:
+            near = tree.query_ball_point(qs[tied], reach[tied])
+            rows = np.concatenate([tied, tied, np.repeat(tied, [len(c) for c in near])])
+            cols = np.concatenate([index[tied, 0], index[tied, 1], *(np.asarray(c, dtype=np.int64) for c in near)])
+            d2 = _squared_distance(x.cpu()[torch.from_numpy(cols)], q.cpu()[torch.from_numpy(rows)]).numpy()  # (C,)
+            order = np.lexsort((cols, d2, rows))  # by query, then distance, then point index
+            first = np.r_[True, rows[order][1:] != rows[order][:-1]]
+            best[tied] = cols[order][first]  # tied is ascending, like the query groups
+    return torch.from_numpy(best).to(x.device)

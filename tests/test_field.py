@@ -132,6 +132,16 @@ def test_grid_point_set_equals_sampling_grid_exactly(shape):
     check_same_points(p, PointSet(grid(shape)))
 
 
+@pytest.mark.parametrize("shape", [(1,), (3,), (10,), (7, 11), (33, 35), (5, 6, 7), (224, 224)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_grid_point_set_coordinates_are_sampling_grid_bit_for_bit(shape, dtype):
+    """``PointSet.grid`` computes its coordinates as ``Lattice.grid(shape).coords``, rounded as ``grid`` rounds
+    (``origin + step * i`` differs from ``(2 i + 1) / n - 1`` in the last bit for most sizes)."""
+    coords = PointSet.grid(shape, dtype=dtype).coords
+    assert coords.dtype == dtype and torch.equal(coords, grid(shape, dtype=dtype))
+    assert torch.equal(Lattice.grid(shape).coords(dtype), coords)
+
+
 # --------------------------------------------------------------------------------------
 # Order: lattice, nested or unordered
 # --------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 
 from inrnet import Field, Neighbors, PointSet, Support
 from inrnet.models.inr_nets import INRNetSegmenter
-from inrnet.neighbors import BACKENDS, _cell_candidates, find_neighbors, neighbors
+from inrnet.neighbors import BACKENDS, NEAREST_BACKENDS, _cell_candidates, find_neighbors, nearest, neighbors
 from inrnet.sampling import grid, sobol, uniform
 
 SEARCH_BACKENDS = ["brute", "kdtree", "cells"]
@@ -227,6 +227,69 @@ def test_cell_list_chunks_give_the_same_candidates():
 
 
 # --------------------------------------------------------------------------------------
+# Nearest point: every backend against a double loop, ties to the lowest index
+# --------------------------------------------------------------------------------------
+def reference_nearest(points: torch.Tensor, queries: torch.Tensor) -> list[int]:
+    """For each query the first point at the least squared distance, a double loop on Python floats."""
+    x, q = points.double().tolist(), queries.double().tolist()
+    best = []
+    for qi in q:
+        dist = [sum((a - b) ** 2 for a, b in zip(xj, qi)) for xj in x]
+        best.append(dist.index(min(dist)))  # index() returns the first, i.e. lowest, minimum
+    return best
+
+
+def _tied_case(d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lattice points in random order, some twice, and queries on them, between two of them
+    and at cell centres: exact ties (dyadic coordinates, so every distance is exact)."""
+    axis = torch.arange(4, dtype=torch.float64) / 4 - 0.375  # (4,)
+    lattice = torch.cartesian_prod(*[axis] * d).reshape(-1, d)  # (4^d, d)
+    both = torch.cat([lattice, lattice[::3]])  # every third point twice
+    points = both[torch.randperm(both.shape[0])]
+    queries = torch.cat([lattice, lattice + 0.125, lattice + torch.tensor([0.125] + [0.0] * (d - 1))])
+    return points, queries
+
+
+@pytest.mark.parametrize("backend", NEAREST_BACKENDS)
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_nearest_matches_the_loop_with_ties_to_the_lowest_index(backend, d):
+    points, queries = _tied_case(d)
+    expected = reference_nearest(points, queries)
+    dist = [[sum((a - b) ** 2 for a, b in zip(x, q)) for x in points.tolist()] for q in queries.tolist()]
+    assert sum(row.count(min(row)) > 1 for row in dist) > len(dist) // 4  # many queries have tied nearest points
+    assert nearest(points, queries, backend=backend, chunk=7).tolist() == expected
+    assert nearest(points.float(), queries.float(), backend=backend).tolist() == expected
+
+
+@pytest.mark.parametrize("backend", NEAREST_BACKENDS)
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_nearest_on_scattered_points_matches_the_loop(backend, d):
+    points, queries = sobol(97, d, seed=1, dtype=torch.float64), uniform(211, d, seed=2, dtype=torch.float64)
+    assert nearest(points, queries, backend=backend, chunk=500).tolist() == reference_nearest(points, queries)
+
+
+def test_torch_and_kdtree_nearest_agree():
+    source, target = PointSet(sobol(37, 3, seed=1)), PointSet(sobol(300, 3, seed=2))
+    brute = torch.cdist(target.coords.double(), source.coords.double()).argmin(1)
+    torch.testing.assert_close(nearest(source.coords, target.coords, backend="kdtree"), brute, rtol=0, atol=0)
+    torch.testing.assert_close(nearest(source.coords, target.coords, backend="torch", chunk=500), brute,
+                               rtol=0, atol=0)
+
+
+def test_nearest_edge_cases_and_bad_inputs():
+    points = sobol(5, 2, seed=0)
+    for backend in NEAREST_BACKENDS:
+        assert nearest(points, torch.zeros(0, 2), backend=backend).shape == (0,)
+        assert nearest(points[:1], sobol(4, 2, seed=1), backend=backend).tolist() == [0, 0, 0, 0]
+    with pytest.raises(ValueError, match="unknown nearest-neighbour backend 'cells'"):
+        nearest(points, points, backend="cells")
+    with pytest.raises(ValueError, match=r"Tensor\[N, d\].*\(5, 2\) and \(3, 3\)"):
+        nearest(points, torch.zeros(3, 3))
+    with pytest.raises(ValueError, match="no nearest point"):
+        nearest(torch.zeros(0, 2), points)
+
+
+# --------------------------------------------------------------------------------------
 # Caching, Support, bad inputs
 # --------------------------------------------------------------------------------------
 def test_cache_returns_the_same_object():
@@ -341,3 +404,14 @@ def test_cuda_matches_cpu(backend):
     assert_same_pairs(as_pairs(on_cpu), expected)
     with pytest.raises(ValueError, match="cuda.*cpu"):
         find_neighbors(points, queries.to("cuda"), support)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", NEAREST_BACKENDS)
+def test_nearest_on_cuda_matches_the_loop(backend):
+    points, queries = _tied_case(3)
+    got = nearest(points.to("cuda"), queries.to("cuda"), backend=backend)
+    assert got.device.type == "cuda" and got.tolist() == reference_nearest(points, queries)
+    with pytest.raises(ValueError, match="cuda.*cpu"):
+        nearest(points, queries.to("cuda"))

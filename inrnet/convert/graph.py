@@ -13,8 +13,8 @@
    field on the grid; rules give the output points of every layer, and each is checked
    against the CNN's spatial shape at that node.
 3. **Rebuild**: module calls on feature maps are replaced by their continuous layers
-   (`rules`), function calls by calls on fields
-   (`functions`); calls on plain tensors are copied with the modules
+   (the rules of `inrnet.convert.registry`), function calls by calls on fields
+   (`inrnet.convert.function_rules`); calls on plain tensors are copied with the modules
    they use. Weights are copied; every parameter keeps its name and path.
 
 The result is a ``torch.fx.GraphModule`` with ``forward(field, query=None)``; ``print(model.code)``
@@ -33,8 +33,9 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from inrnet.convert import ops
-from inrnet.convert.functions import FUNCTION_RULES, Call, Lowered
-from inrnet.convert.rules import ConversionError, NodeInfo, Site, find_rule
+from inrnet.convert.function_rules import FUNCTION_RULES, Call, Lowered
+from inrnet.convert.registry import ConversionError, NodeInfo, Site, find_rule
+from inrnet.convert.zoo_rules import load_zoo_rules
 from inrnet.field import PointSet
 
 __all__ = ["trace", "from_torch"]
@@ -78,7 +79,12 @@ class _Tracer(fx.Tracer):
 
 
 def trace(cnn: nn.Module, leaf_modules: Sequence[type] = ()) -> fx.GraphModule:
-    """The ``torch.fx`` trace the converter works on (``leaf_modules``: extra types not to trace into)."""
+    """The ``torch.fx`` trace the converter works on (``leaf_modules``: extra types not to trace into).
+
+    Modules with a rule are leaves; torchvision's and timm's rules are registered first
+    ([`load_zoo_rules`][inrnet.convert.load_zoo_rules]).
+    """
+    load_zoo_rules()
     notrace_modules, notrace_functions = _timm_notrace()
     tracer = _Tracer([*notrace_modules, *leaf_modules], notrace_functions)
     try:

@@ -23,6 +23,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from inrnet.convert.graph import from_torch
+
 __all__ = ["load_timm", "load_torchvision", "from_pretrained", "network_available", "PROBE_TIMEOUT"]
 
 PROBE_TIMEOUT = 3.0
@@ -150,7 +152,6 @@ def from_pretrained(name: str, input_shape: Sequence[int], *, source: str = "tim
     Returns:
         The converted model (eval mode).
     """
-    from inrnet.convert.graph import from_torch
     if source == "timm":
         cnn = load_timm(name, checkpoint=checkpoint, **kwargs)
     elif source == "torchvision":

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from inrnet.datasets.embedded import open_default
 from inrnet.datasets.idx import read_idx
 from inrnet.inr import FourierFamily, SirenFamily
 
@@ -133,6 +134,4 @@ def default_images(split: str) -> tuple[Tensor, Tensor]:
     Returns:
         images uint8 Tensor[n, 28, 28] and labels int64 Tensor[n].
     """
-    from inrnet.datasets.embedded import open_default
-
     return open_default().images(split)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
+from inrnet.datasets.cityscapes import DATASET_SPLITS
+from inrnet.datasets.embedded import open_default
 from inrnet.datasets.labelmaps import LabelMapDataset
 from inrnet.datasets.parts import BUILD, parts_done
 from inrnet.inr import INRDataset
@@ -88,8 +90,6 @@ def _open_built(info: DatasetInfo, split: str, root: Path) -> INRDataset:
 
 def _annotation(info: DatasetInfo, split: str, dataset: INRDataset) -> int:
     """Which stored annotation the Cityscapes dataset split ``split`` reads."""
-    from inrnet.datasets.cityscapes import DATASET_SPLITS
-
     wanted = DATASET_SPLITS[split][1]
     built = json.loads((dataset.root / BUILD).read_text())["index"]["annotations"]
     if wanted not in built:
@@ -123,8 +123,6 @@ def get_dataset(name: str, split: str, root: str | os.PathLike | None = None) ->
     if split not in info.splits:
         raise ValueError(f"unknown split {split!r} of {name}; valid: {list(info.splits)}")
     if name == "fashion_mnist_default":
-        from inrnet.datasets.embedded import open_default
-
         return open_default().split(split)
     dataset = _open_built(info, split, Path(root) if root is not None else default_root(name))
     if name == "cityscapes":

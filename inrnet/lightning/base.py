@@ -21,9 +21,11 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from inrnet.field import Field, PointSet
 from inrnet.lightning.callbacks import CheckpointRNG
 from inrnet.models import create_model, model_config
 from inrnet.nn.conv import ContinuousConv
+from inrnet.sampling import sobol
 
 __all__ = ["TaskModule", "model_input", "num_outputs", "load_task"]
 
@@ -48,23 +50,68 @@ def model_input(model: nn.Module) -> tuple[str, int, int]:
     raise ValueError(f"cannot tell what {type(model).__name__} takes: it has no continuous or pixel convolution")
 
 
-def _last_layer(module: nn.Module) -> nn.Module | None:
-    """The last linear layer or convolution in registration order (a conv's own kernel MLP excluded)."""
-    last = None
-    for child in module.children():
-        if isinstance(child, (nn.Linear, ContinuousConv, *_PIXEL_CONVS)):
-            last = child
-        else:
-            last = _last_layer(child) or last
-    return last
+_DRY_RUN_POINTS = 256  # Sobol points of the dummy Field: some survive every stride of the usual backbones
+_DRY_RUN_PIXELS = 32  # pixels per axis of the dummy image: what a CIFAR-sized CNN needs at least
+
+
+def _dry_run(model: nn.Module, kind: str, dim: int, channels: int) -> Any:
+    """The model's output on one all-zeros input of the kind it takes: a Field
+    values Tensor[1, 256, C] on Sobol points of ``[-1, 1]^d``, or an image Tensor[1, C, 32, ...].
+
+    Runs in eval mode without gradients, then puts every submodule back in its own mode
+    and the global RNG where it was.
+
+    Args:
+        model: the backbone.
+        kind: ``"field"`` or ``"image"``, as [`model_input`][inrnet.lightning.base.model_input] tells.
+        dim: the coordinate dimension d.
+        channels: the input channels C.
+    """
+    ref = next((p for p in model.parameters() if p.is_floating_point()), None)
+    dtype, device = (ref.dtype, ref.device) if ref is not None else (torch.float32, None)
+    if kind == "field":
+        points = PointSet(sobol(_DRY_RUN_POINTS, dim, seed=0, dtype=dtype, device=device))
+        dummy = Field(torch.zeros(1, points.n, channels, dtype=dtype, device=device), points)
+    else:
+        dummy = torch.zeros(1, channels, *(_DRY_RUN_PIXELS,) * dim, dtype=dtype, device=device)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            return model(dummy)
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def num_outputs(model: nn.Module) -> int:
-    """Classes a backbone predicts: the width of its last linear layer or convolution."""
-    last = _last_layer(model)
-    if last is None:
-        raise ValueError(f"cannot tell how many classes {type(model).__name__} predicts")
-    return last.out_features if isinstance(last, nn.Linear) else last.out_channels
+    """Classes a backbone predicts: its ``num_classes`` attribute where it declares one (> 0), else
+    the channels of what it returns on a dummy input (logits Tensor[B, K] or Tensor[B, K, H, W],
+    or a Field [B, M, K]).
+
+    Args:
+        model: the backbone; it runs once, on one dummy input, unless it declares ``num_classes``.
+
+    Raises:
+        ValueError: the model fails on the dummy input, or returns something without a class axis.
+    """
+    declared = getattr(model, "num_classes", None)
+    if isinstance(declared, int) and not isinstance(declared, bool) and declared > 0:
+        return declared
+    name = type(model).__name__
+    takes = model_input(model)
+    try:
+        out = _dry_run(model, *takes)
+    except Exception as e:
+        raise ValueError(f"cannot tell how many classes {name} predicts: it fails on a dummy input "
+                         f"({type(e).__name__}: {e}); give the model a num_classes attribute") from e
+    if isinstance(out, Field):
+        return out.values.shape[-1]
+    if isinstance(out, Tensor) and out.ndim >= 2:
+        return out.shape[1]
+    what = f"a Tensor of shape {tuple(out.shape)}" if isinstance(out, Tensor) else f"a {type(out).__name__}"
+    raise ValueError(f"cannot tell how many classes {name} predicts: it returns {what}, not logits [B, K, ...] or "
+                     "a Field [B, M, K]; give the model a num_classes attribute")
 
 
 class TaskModule(LightningModule):
@@ -189,6 +236,20 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _task_classes(base: type = TaskModule) -> list[type]:
+    """inrnet's task modules: the subclasses of ``base`` defined in inrnet, recursively.
+
+    ``inrnet.lightning`` imports every task module, so they are all defined by the time
+    anything from it is called; subclasses defined outside inrnet are not listed.
+    """
+    found = []
+    for cls in base.__subclasses__():
+        if cls.__module__.split(".")[0] == "inrnet":
+            found.append(cls)
+        found.extend(_task_classes(cls))
+    return found
+
+
 def load_task(path: str | os.PathLike, map_location: Any = "cpu") -> TaskModule:
     """Rebuild the task module saved in a checkpoint, whatever its task and architecture.
 
@@ -205,7 +266,6 @@ def load_task(path: str | os.PathLike, map_location: Any = "cpu") -> TaskModule:
         ValueError: the checkpoint holds pickled objects other than tensors and plain
             containers, or was not written by an inrnet task module.
     """
-    from inrnet.lightning import classification, segmentation
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -214,8 +274,7 @@ def load_task(path: str | os.PathLike, map_location: Any = "cpu") -> TaskModule:
                          f"({found.group(1) if found else e}); inrnet.lightning.load_task refuses to unpickle them, "
                          "since unpickling them could run arbitrary code") from None
     saved = checkpoint.get("inrnet") if isinstance(checkpoint, dict) else None
-    tasks = {cls.__name__: cls for mod in (classification, segmentation) for cls in vars(mod).values()
-             if isinstance(cls, type) and issubclass(cls, TaskModule) and cls is not TaskModule}
+    tasks = {cls.__name__: cls for cls in _task_classes()}
     if not isinstance(saved, dict) or saved.get("task") not in tasks:
         raise ValueError(f"{str(path)!r} is not a checkpoint of an inrnet task module (no 'inrnet' entry naming "
                          f"one of the tasks {sorted(tasks)})")

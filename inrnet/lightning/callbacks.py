@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
-from inrnet.nn.norm import NormSnapshot, recalibrate_norms, restore_norms, snapshot_norms
+from inrnet.nn.recalibrate import NormSnapshot, recalibrate_norms, restore_norms, snapshot_norms
 
 __all__ = ["SavePredictions", "RecalibrateNorms", "CheckpointRNG"]
 
@@ -61,7 +61,7 @@ class RecalibrateNorms(Callback):
     "How many points to train on"). Before the first batch of each test (and, with
     ``stages=("val", "test")``, validation) DataLoader, this runs ``num_batches`` batches of
     *training* INRs, sampled on that setting's points, through the model with
-    [`inrnet.nn.recalibrate_norms`][inrnet.nn.norm.recalibrate_norms] (no labels, no gradients, weights untouched). The
+    [`inrnet.nn.recalibrate_norms`][inrnet.nn.recalibrate.recalibrate_norms] (no labels, no gradients, weights untouched). The
     trained statistics are put back when the stage ends, so checkpoints and later stages
     see the model as trained.
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from inrnet.field import Field, PointSet
 from inrnet.inr import sample
 from inrnet.lightning.classification import INRClassifier, PixelClassifier
 from inrnet.lightning.data import InMemoryINRDataset, SubsetINRDataset, open_dataset, random_subset
@@ -177,7 +178,6 @@ def save_figure(path: Path, classifier: INRClassifier, data: dict[str, Any], see
     fine = fine[..., 0].reshape(n, 112, 112)  # (n, 112, 112)
     coarse = (sample(inrs, grid((56, 56))).values - lo) / (hi - lo)  # (n, 3136, C)
     classifier.eval()
-    from inrnet.field import Field, PointSet
     pred = classifier(Field(coarse.to(classifier.device), PointSet.grid((56, 56), device=classifier.device)))
     pred = pred.argmax(1).cpu()
     names = FASHION_CLASSES if classifier.num_classes == 10 else tuple(map(str, range(classifier.num_classes)))

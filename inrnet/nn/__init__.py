@@ -8,11 +8,12 @@ from inrnet.nn.attention import Attention
 from inrnet.nn.augment import Compose, PointDropout, RandomAffine, RandomFlip
 from inrnet.nn.bspline_conv import BSplineConv
 from inrnet.nn.conv import ContinuousConv
-from inrnet.nn.functions import InnerProduct, LegendreFunction, MLPFunction, Modulate
 from inrnet.nn.learned_conv import LegendreConv, MLPConv
-from inrnet.nn.norm import BatchNorm, ChannelLayerNorm, GroupNorm, InstanceNorm, recalibrate_norms
+from inrnet.nn.norm import BatchNorm, ChannelLayerNorm, GroupNorm, InstanceNorm
+from inrnet.nn.parametric import InnerProduct, LegendreFunction, MLPFunction, Modulate
 from inrnet.nn.pointwise import ChannelMixing, Pointwise, PositionalEncoding
 from inrnet.nn.pool import AdaptiveAvgPool, AvgPool, GlobalAvgPool, MaxPool
+from inrnet.nn.recalibrate import recalibrate_norms
 from inrnet.nn.resample import Add, Concat, Downsample, Upsample
 from inrnet.nn.tokens import Tokenize
 

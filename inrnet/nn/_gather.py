@@ -1,16 +1,17 @@
-"""The fast path of a linear-kernel convolution: a sparse gather onto kernel atoms, fused
-chunk by chunk with the dense matmul.
+"""The fast path of a linear-kernel convolution: a sparse gather onto kernel atoms and a
+dense matmul, behind one function, [`atom_conv`][inrnet.nn._gather.atom_conv], with pluggable backends.
 
 For a kernel ``K(delta) = sum_a phi_a(delta) W_a`` the continuous convolution at output
 point ``m`` is
 
     g_m = sum_a ( sum_j w_j phi_a(x_j - q_m) f_j ) W_a = sum_a Z[m, a] W_a,
 
-so it splits into a sparse, parameter-free gather ``Z = S f`` (``S`` has one row per
-(output point, atom), one entry per (neighbour pair, non-zero atom), values
+so it splits into a sparse, parameter-free gather ``Z = S f`` (``S [M * A, N]`` has one
+row per (output point, atom), one entry per (neighbour pair, non-zero atom), values
 ``w_j phi_a``) and a dense matmul with the atom weights, which is where the FLOPs are —
 the im2col view of a discrete convolution, with ``S`` playing im2col. ``S`` depends only
-on the points and the support, so it is built once and cached on the point set.
+on the points and the support, so it is built once
+([`GatherPlan.from_pairs`][inrnet.nn._gather.GatherPlan.from_pairs]) and cached on the point set.
 
 The backward pass never forms ``dZ``: with ``U = S^T dg`` (for each input point ``j``
 and atom ``a``, ``U[j, a] = sum_m S[(m, a), j] dg_m``),
@@ -19,237 +20,214 @@ and atom ``a``, ``U[j, a] = sum_m S[(m, a), j] dg_m``),
 
 one more sparse gather (``S`` read the other way round) and two matmuls.
 
-Why fused and chunked: ``Z`` has ``A`` times more rows than the output (9x for a 3x3
-B-spline). Materialising it whole for a batch (75 MB for 32 x 1024 points x 9 atoms x 64
-channels) makes the convolution memory-bound: fresh pages for every call and a round trip
-through DRAM between the gather and the matmul. `atom_conv` instead walks the
-batch in chunks of rows whose ``Z`` fits in cache, gathers (``embedding_bag``, weighted
-bag sums over CSR rows: the fastest gather-reduce torch has on CPU and GPU) and multiplies
-each chunk while it is hot, and saves only the inputs for backward. On CUDA, where large
-matmuls are cheap and launches are not, the chunk budget is large enough for one chunk.
-
-The slow, obvious reference is [`inrnet.nn.conv.conv_pairs`][inrnet.nn.conv.conv_pairs] (the kernel at every pair).
+Backends (torchvision's ``roi_align`` is the model): [`atom_conv`][inrnet.nn._gather.atom_conv] hands the inputs
+to a registered backend ([`register_backend`][inrnet.nn._gather.register_backend]), a function over the plan's
+public CSR arrays. ``"embedding_bag"`` (`inrnet.nn._embedding_bag`, pure PyTorch, any
+device, chunked so the gathered atoms stay bounded) is built in; a compiled Triton or
+CUDA kernel registers beside it and ``backend="auto"`` takes it where it runs. Every
+backend is tested against the slow, obvious reference
+[`inrnet.nn.conv.conv_pairs`][inrnet.nn.conv.conv_pairs] (the kernel at every pair).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from inrnet.neighbors import stable_argsort
+from inrnet.neighbors import Neighbors, csr_indptr, stable_argsort
+from inrnet.nn._embedding_bag import embedding_bag_conv
 
-__all__ = ["GatherPlan", "atom_conv", "gather_atoms", "CHUNK_BYTES", "STACK_BYTES"]
-
-CHUNK_BYTES = {"cpu": 2 << 20, "cuda": 1 << 30}
-"""Bytes of ``Z`` (or of ``U``) per chunk: about an L2 cache on CPU; one chunk on CUDA."""
-STACK_BYTES = 256 << 20
-"""Largest batch-stacked copy of a plan's bags that is cached (beyond: shifted per chunk)."""
+__all__ = ["GatherPlan", "atom_conv", "register_backend", "list_backends"]
 
 
 def _csr(keys: Tensor, n_rows: int) -> tuple[Tensor, Tensor]:
     """Stable order of entries by ``keys`` and the CSR row pointer Tensor[n_rows + 1]."""
-    order = stable_argsort(keys)
-    ptr = torch.zeros(n_rows + 1, dtype=torch.long, device=keys.device)
-    ptr[1:] = torch.cumsum(torch.bincount(keys, minlength=n_rows), 0)
-    return order, ptr
+    return stable_argsort(keys), csr_indptr(keys, n_rows)
 
 
-@dataclass
-class _Bags:
-    """A CSR matrix for ``embedding_bag``: bag ``r`` sums ``value[e] * table[index[e]]``
-    over ``e in [ptr[r], ptr[r + 1])``, repeated over a batch without copies: bag
-    ``k * n_bags + r`` of a batch is bag ``r`` over the table rows of sample ``k``
-    (``index + k * stride``)."""
-
-    index: Tensor
-    ptr: Tensor
-    value: Tensor
-    stride: int
-
-    def rows(self, r0: int, r1: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
-        """Batch bags ``[r0, r1)``: their entries (table rows of the batch) and offsets relative to the first."""
-        n_bags = self.ptr.numel() - 1
-        index, offsets, value, base = [], [], [], 0
-        for k in range(r0 // n_bags, (r1 - 1) // n_bags + 1):  # the samples the rows touch
-            s0, s1 = max(r0 - k * n_bags, 0), min(r1 - k * n_bags, n_bags)
-            e0, e1 = int(self.ptr[s0]), int(self.ptr[s1])
-            index.append(self.index[e0:e1] + k * self.stride if k else self.index[e0:e1])
-            offsets.append(self.ptr[s0:s1] - (e0 - base))
-            value.append(self.value[e0:e1])
-            base += e1 - e0
-        offsets.append(self.ptr.new_tensor([base]))
-        if len(index) == 1:
-            return index[0], torch.cat(offsets), value[0].to(dtype)
-        return torch.cat(index), torch.cat(offsets), torch.cat(value).to(dtype)
-
-    def stacked(self, b: int) -> _Bags:
-        """The same bags for a batch of ``b``, materialised (``b`` times the memory, no
-        per-chunk index arithmetic)."""
-        shift = torch.arange(b, device=self.index.device)[:, None]
-        nnz = self.index.numel()
-        ptr = torch.cat([(self.ptr[:-1][None, :] + shift * nnz).reshape(-1), self.ptr.new_tensor([b * nnz])])
-        return _Bags((self.index[None, :] + shift * self.stride).reshape(-1), ptr, self.value.repeat(b), 0)
-
-
-@dataclass
+@dataclass(frozen=True, eq=False)
 class GatherPlan:
-    """The sparse matrix ``S [M * A, N]``, in both orientations, per batch size.
+    """The sparse matrix ``S [M * A, N]`` in CSR form, and its transpose for the backward pass.
 
-    Args:
-        row: Tensor[nnz], output point ``m`` of each entry.
-        atom: Tensor[nnz], atom ``a``.
-        col: Tensor[nnz], input point ``j``.
-        value: Tensor[nnz], ``w_j phi_a(x_j - q_m)``.
-        num_out: M. num_atoms: A. num_in: N.
+    Row ``r = m * A + a`` of ``S`` is output point ``m``, atom ``a``; zero entries are
+    dropped. Build one with [`from_pairs`][inrnet.nn._gather.GatherPlan.from_pairs]. A backend reads these arrays
+    (and may derive its own from them, cached with [`cached`][inrnet.nn._gather.GatherPlan.cached]).
+
+    Attributes:
+        rowptr: Tensor[M * A + 1], the entries of row ``r`` of ``S`` are ``rowptr[r]:rowptr[r + 1]``.
+        col: Tensor[nnz], the input point ``j`` of each entry of ``S``, in row order.
+        value: Tensor[nnz], ``S[(m, a), j] = w_j phi_a(x_j - q_m)``, in row order (the points' dtype).
+        colptr: Tensor[N * A + 1], the same for ``S^T`` read by rows ``j * A + a``: its entries are
+            ``colptr[j * A + a]:colptr[j * A + a + 1]``.
+        row: Tensor[nnz], the output point ``m`` of each entry of ``S^T``, in its row order.
+        value_t: Tensor[nnz], the values of ``S^T``, in its row order.
+        num_out: M, the output points.
+        num_atoms: A, the atoms.
+        num_in: N, the input points.
     """
 
-    row: Tensor
-    atom: Tensor
+    rowptr: Tensor
     col: Tensor
     value: Tensor
+    colptr: Tensor
+    row: Tensor
+    value_t: Tensor
     num_out: int
     num_atoms: int
     num_in: int
-    _bags: tuple | None = field(default=None, repr=False)
-    _stacked: dict = field(default_factory=dict, repr=False)
+    _cache: dict = field(default_factory=dict, init=False, repr=False)
 
-    def __post_init__(self):
-        keep = self.value != 0
-        self.row, self.atom, self.col, self.value = self.row[keep], self.atom[keep], self.col[keep], self.value[keep]
+    @classmethod
+    def from_pairs(cls, nbrs: Neighbors, index: Tensor, value: Tensor, num_atoms: int,
+                   dtype: torch.dtype) -> GatherPlan:
+        """The plan of a convolution from the non-zero atoms of each neighbour pair.
+
+        Entries keep the order of the pairs within each row of ``S`` and of ``S^T`` (a
+        stable sort), so every backend sums them in one fixed order.
+
+        Args:
+            nbrs: the E pairs (query ``m``, point ``j``) of M queries among N points.
+            index: Tensor[E, P], the atoms of each pair.
+            value: Tensor[E, P], their values times the pair's quadrature weight,
+                ``w_j phi_a(x_j - q_m)``.
+            num_atoms: A.
+            dtype: dtype of the stored values.
+
+        Returns:
+            The plan of ``S [M * A, N]``.
+        """
+        p = index.shape[1]
+        row = nbrs.row.repeat_interleave(p)  # (E * P,)
+        col = nbrs.col.repeat_interleave(p)  # (E * P,)
+        atom, value = index.reshape(-1), value.reshape(-1).to(dtype)  # (E * P,)
+        keep = value != 0
+        row, col, atom, value = row[keep], col[keep], atom[keep], value[keep]
+        m, n, a = nbrs.num_queries, nbrs.num_points, num_atoms
+        by_row, rowptr = _csr(row * a + atom, m * a)
+        by_col, colptr = _csr(col * a + atom, n * a)
+        return cls(rowptr, col[by_row], value[by_row], colptr, row[by_col], value[by_col], m, a, n)
 
     @property
     def nnz(self) -> int:
+        """The number of stored entries."""
         return self.col.numel()
 
-    def bags(self, b: int) -> tuple[_Bags, _Bags]:
-        """The plan as bags for a batch of ``b``.
-
-        Returns:
-            ``gather``: bags ``(b, m, a)`` over rows ``(b, j)`` of the inputs (``Z = S f``);
-            ``scatter``: bags ``(b, j, a)`` over rows ``(b, m)`` of the output gradient
-            (``U = S^T dg``). Materialised for the batch and cached while that takes at
-            most `STACK_BYTES`; beyond, one sample's bags are shifted per chunk, so
-            memory stays O(nnz) at any batch size and point count.
-        """
-        if self._bags is None:
-            a = self.num_atoms
-
-            def csr(keys: Tensor, n_bags: int, index: Tensor, stride: int) -> _Bags:
-                order, ptr = _csr(keys, n_bags)
-                return _Bags(index[order], ptr, self.value[order], stride)
-            self._bags = (csr(self.row * a + self.atom, self.num_out * a, self.col, self.num_in),
-                          csr(self.col * a + self.atom, self.num_in * a, self.row, self.num_out))
-        if 2 * b * self.nnz * (self.col.element_size() + self.value.element_size()) > STACK_BYTES:
-            return self._bags
-        if b not in self._stacked:
-            self._stacked[b] = tuple(bags.stacked(b) for bags in self._bags)
-        return self._stacked[b]
+    def cached(self, key, build: Callable[[], Any]) -> Any:
+        """``build()`` the first time ``key`` is asked for, the stored result afterwards: data a
+        backend derives from the plan (a batch-stacked index, a blocked layout), kept as
+        long as the plan is."""
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
 
 
-def _chunk_rows(row_bytes: int, device: torch.device, chunk_bytes: int | None) -> int:
-    """Rows per chunk so that a chunk of ``Z`` (or ``U``) takes about ``chunk_bytes``."""
-    budget = CHUNK_BYTES.get(device.type, CHUNK_BYTES["cuda"]) if chunk_bytes is None else chunk_bytes
-    return max(1, budget // max(1, row_bytes))
+AtomConvBackend = Callable[[Tensor, GatherPlan, Tensor, int, int | None], Tensor]
+"""``fn(values, plan, atoms, groups, chunk_bytes) -> out``; see
+[`register_backend`][inrnet.nn._gather.register_backend]."""
 
 
-def _bag_sum(table: Tensor, bags: _Bags, r0: int, r1: int) -> Tensor:
-    index, offsets, value = bags.rows(r0, r1, table.dtype)
-    return F.embedding_bag(index, table, offsets, mode="sum", per_sample_weights=value, include_last_offset=True)
+@dataclass(frozen=True)
+class _Backend:
+    fn: AtomConvBackend
+    devices: frozenset[str] | None
+    priority: int
 
 
-def _by_group(t: Tensor, groups: int, a: int) -> Tensor:
-    """``(r, A * g * c) -> (g, r, A * c)``."""
-    r = t.shape[0]
-    return t.view(r, a, groups, -1).permute(2, 0, 1, 3).reshape(groups, r, -1)
+_BACKENDS: dict[str, _Backend] = {}
 
 
-class _AtomConv(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x: Tensor, atoms: Tensor, plan: GatherPlan, groups: int, chunk_bytes: int | None) -> Tensor:
-        b, n, c = x.shape
-        a, cg, o = atoms.shape
-        m, og = plan.num_out, o // groups
-        gather, _ = plan.bags(b)
-        w = atoms.view(a, cg, groups, og).permute(2, 0, 1, 3).reshape(groups, a * cg, og)  # (g, A*Cg, Og)
-        table = x.reshape(b * n, c)
-        out = x.new_empty(b * m, o)
-        step = _chunk_rows(a * c * x.element_size(), x.device, chunk_bytes)
-        for r0 in range(0, b * m, step):
-            r1 = min(r0 + step, b * m)
-            z = _bag_sum(table, gather, r0 * a, r1 * a).view(r1 - r0, a * c)  # (r, A*C), (m, a, c) order
-            if groups == 1:
-                torch.mm(z, w[0], out=out[r0:r1])
-            else:
-                out[r0:r1] = torch.bmm(_by_group(z, groups, a), w).permute(1, 0, 2).reshape(r1 - r0, o)
-        ctx.save_for_backward(x, atoms)
-        ctx.plan, ctx.groups, ctx.chunk_bytes = plan, groups, chunk_bytes
-        return out.view(b, m, o)
+def register_backend(name: str, fn: AtomConvBackend, *, devices: Sequence[str] | None = None,
+                     priority: int = 0) -> None:
+    """Make ``fn`` a backend of [`atom_conv`][inrnet.nn._gather.atom_conv], ``atom_conv(..., backend=name)``.
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor):
-        x, atoms = ctx.saved_tensors
-        plan, groups = ctx.plan, ctx.groups
-        b, n, c = x.shape
-        a, cg, o = atoms.shape
-        og = o // groups
-        _, scatter = plan.bags(b)
-        table = grad.contiguous().view(b * plan.num_out, o)
-        xf = x.reshape(b * n, c)
-        w_t = atoms.view(a, cg, groups, og).permute(2, 0, 3, 1).reshape(groups, a * og, cg)  # (g, A*Og, Cg)
-        need_x, need_w = ctx.needs_input_grad[:2]
-        grad_x = torch.empty_like(xf) if need_x else None
-        grad_w = atoms.new_zeros(groups, cg, a * og) if need_w else None
-        step = _chunk_rows(a * o * x.element_size(), x.device, ctx.chunk_bytes)
-        for r0 in range(0, b * n, step):
-            r1 = min(r0 + step, b * n)
-            u = _by_group(_bag_sum(table, scatter, r0 * a, r1 * a).view(r1 - r0, a * o), groups, a)  # (g, r, A*Og)
-            if need_x and groups == 1:
-                torch.mm(u[0], w_t[0], out=grad_x[r0:r1])
-            elif need_x:
-                grad_x[r0:r1] = torch.bmm(u, w_t).permute(1, 0, 2).reshape(r1 - r0, c)
-            if need_w and groups == 1:
-                grad_w[0].addmm_(xf[r0:r1].t(), u[0])
-            elif need_w:
-                grad_w.baddbmm_(xf[r0:r1].view(r1 - r0, groups, cg).permute(1, 2, 0), u)
-        if need_w:  # (g, Cg, A, Og) -> (A, Cg, g * Og)
-            grad_w = grad_w.view(groups, cg, a, og).permute(2, 1, 0, 3).reshape(a, cg, o)
-        return (grad_x.view(b, n, c) if need_x else None), grad_w, None, None, None
+    ``fn(values, plan, atoms, groups, chunk_bytes)`` gets
+
+    * ``values``: Tensor[B, N, C_in], contiguous, on the plan's device;
+    * ``plan``: the [`GatherPlan`][inrnet.nn._gather.GatherPlan] of ``S [M * A, N]``
+      (``rowptr``, ``col``, ``value``; ``colptr``, ``row``, ``value_t`` for ``S^T``);
+    * ``atoms``: Tensor[A, C_in / groups, C_out], contiguous, ``values``' dtype;
+    * ``groups``: channel groups (input channel block ``k`` meets output block ``k``);
+    * ``chunk_bytes``: a bound on its scratch memory in bytes, or None for its own default
+      (a backend that needs no scratch ignores it);
+
+    and returns ``g`` Tensor[B, M, C_out], ``g[b, m] = sum_a (S f[b])[m, a] @ W_a`` per group,
+    differentiable in ``values`` and ``atoms`` (typically through its own
+    ``torch.autograd.Function``, whose backward can walk ``S^T``).
+
+    Args:
+        name: the name ``atom_conv`` takes (not ``"auto"``).
+        fn: the backend.
+        devices: device types it runs on (``("cuda",)``); None for any.
+        priority: ``backend="auto"`` takes, among the backends for the device, the one of
+            highest priority (the first registered on a tie); the built-in
+            ``"embedding_bag"`` has 0.
+
+    Raises:
+        ValueError: ``name`` is ``"auto"`` or already names another function.
+    """
+    if name == "auto":
+        raise ValueError('"auto" chooses among the backends; register a backend under another name')
+    if name in _BACKENDS and _BACKENDS[name].fn is not fn:
+        raise ValueError(f"an atom_conv backend named {name!r} is already registered ({_BACKENDS[name].fn!r})")
+    _BACKENDS[name] = _Backend(fn, None if devices is None else frozenset(devices), int(priority))
+
+
+def list_backends(device: torch.device | str | None = None) -> list[str]:
+    """The registered backends of [`atom_conv`][inrnet.nn._gather.atom_conv].
+
+    Args:
+        device: list only those that run on it (default: all).
+
+    Returns:
+        Their names, in the order ``backend="auto"`` prefers them (highest priority first).
+    """
+    kind = None if device is None else torch.device(device).type
+    found = [(name, b) for name, b in _BACKENDS.items() if kind is None or b.devices is None or kind in b.devices]
+    return [name for name, _ in sorted(found, key=lambda nb: -nb[1].priority)]
+
+
+register_backend("embedding_bag", embedding_bag_conv)
+
+
+def _backend(name: str, device: torch.device) -> AtomConvBackend:
+    if name == "auto":
+        return _BACKENDS[list_backends(device)[0]].fn
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown atom_conv backend {name!r}; registered: {list(_BACKENDS)}, or 'auto'")
+    if name not in list_backends(device):
+        raise ValueError(f"atom_conv backend {name!r} does not run on {device.type}; "
+                         f"those that do: {list_backends(device)}")
+    return _BACKENDS[name].fn
 
 
 def atom_conv(values: Tensor, plan: GatherPlan, atoms: Tensor, groups: int = 1,
-              chunk_bytes: int | None = None) -> Tensor:
-    """``g[b, m] = sum_a (S f[b])[m, a] @ W_a``, fused and chunked (see the module docstring).
+              chunk_bytes: int | None = None, backend: str = "auto") -> Tensor:
+    """``g[b, m] = sum_a (S f[b])[m, a] @ W_a``: a linear-kernel convolution on its gather plan.
 
     Args:
         values: Tensor[B, N, C_in].
         plan: the sparse ``S [M * A, N]`` (quadrature weights included).
         atoms: Tensor[A, C_in / groups, C_out].
         groups: channel groups (``C_in`` and ``C_out`` divisible by it).
-        chunk_bytes: bytes of ``Z`` per chunk (default `CHUNK_BYTES` of the device).
+        chunk_bytes: the backend's scratch budget in bytes (default: the backend's for the
+            device, e.g. ``CHUNK_BYTES`` in `inrnet.nn._embedding_bag`).
+        backend: a registered backend ([`list_backends`][inrnet.nn._gather.list_backends]), or ``"auto"``: the
+            best one for the device of ``values``.
 
     Returns:
         Tensor[B, M, C_out].
+
+    Raises:
+        ValueError: ``values`` or ``atoms`` do not fit the plan, or an unknown backend
+            (naming the registered ones) or one that does not run on the device.
     """
     if values.shape[1] != plan.num_in:
         raise ValueError(f"values have {values.shape[1]} points, the gather plan expects {plan.num_in}")
-    return _AtomConv.apply(values.contiguous(), atoms.contiguous(), plan, groups, chunk_bytes)
-
-
-def gather_atoms(values: Tensor, plan: GatherPlan) -> Tensor:
-    """``Z[b, m, a, :] = sum_j S[(m, a), j] values[b, j, :]``, whole (no autograd shortcut).
-
-    Args:
-        values: Tensor[B, N, C].
-
-    Returns:
-        Tensor[B, M, A, C].
-    """
-    b, n, c = values.shape
-    gather, _ = plan.bags(b)
-    z = _bag_sum(values.reshape(b * n, c), gather, 0, b * plan.num_out * plan.num_atoms)
-    return z.view(b, plan.num_out, plan.num_atoms, c)
+    if atoms.shape[0] != plan.num_atoms:
+        raise ValueError(f"atoms have {atoms.shape[0]} rows, the gather plan expects {plan.num_atoms} atoms")
+    fn = _backend(backend, values.device)
+    return fn(values.contiguous(), plan, atoms.contiguous(), groups, chunk_bytes)

@@ -1,4 +1,5 @@
-"""Segment reductions over CSR neighbour pairs, shared by the layers that aggregate windows.
+"""Segment reductions over CSR neighbour pairs: the one gather and segment sum of pooling and
+of the per-pair convolution ([`conv_pairs`][inrnet.nn.conv.conv_pairs]).
 
 A [`Neighbors`][inrnet.neighbors.Neighbors] graph lists pairs ``(query i, point j)`` sorted by
 query; the pairs of query ``i`` are ``indptr[i]:indptr[i + 1]``. Layers first

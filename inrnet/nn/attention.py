@@ -6,7 +6,7 @@ quadrature with the point weights:
 
     Q_a = sum_i <q_ia, f_i>,    K_b = sum_i <k_ib, f_i>,
 
-with parametric functions ``q_ia, k_ib`` in L²(Ω) ([`LegendreFunction`][inrnet.nn.functions.LegendreFunction] by default).
+with parametric functions ``q_ia, k_ib`` in L²(Ω) ([`LegendreFunction`][inrnet.nn.parametric.LegendreFunction] by default).
 The value ``V[f]`` is a field with ``d_k`` channels per head (eq. 133: a continuous
 convolution, or any ``Field -> Field`` module on the same points; channel mixing by
 default). The output (eq. 134) mixes the value channels at every point,
@@ -26,9 +26,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from inrnet.field import Field, check_same_points
-from inrnet.nn.functions import InnerProduct, LegendreFunction
-from inrnet.nn.pointwise import ChannelMixing, check_field
+from inrnet.field import Field, check_field, check_same_points
+from inrnet.nn.parametric import InnerProduct, LegendreFunction
+from inrnet.nn.pointwise import ChannelMixing
 
 __all__ = ["attention", "Attention"]
 

@@ -24,8 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from inrnet.field import Field, PointSet
-from inrnet.nn.pointwise import check_field
+from inrnet.field import Field, PointSet, check_field
 
 __all__ = ["as_generator", "drop_points", "PointDropout", "flip", "affine", "RandomFlip", "RandomAffine",
            "Compose", "reflect", "jitter"]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from inrnet.nn._geometry import as_tuple, window_support
+from inrnet.nn.geometry import as_tuple, window_support
 from inrnet.nn.conv import ContinuousConv
 from inrnet.nn.kernels import bspline_expansion, bspline_interpolation_matrix
 
@@ -69,7 +69,7 @@ class BSplineConv(ContinuousConv):
                  estimator: str = "sum"):
         dim = _dim_of(kernel_size, spacing, stride)
         self.kernel_size = as_tuple(kernel_size, dim, "kernel_size", int)
-        self.spacing = as_tuple(spacing, dim, "spacing")
+        self.spacing = as_tuple(spacing, dim, "spacing", float)
         self.degree = default_degree(self.kernel_size) if degree is None else int(degree)
         if self.degree not in (0, 1, 2, 3):
             raise ValueError(f"degree must be 0, 1, 2 or 3, got {degree}")

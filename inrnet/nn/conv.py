@@ -7,13 +7,21 @@ the kernel is evaluated on pair offsets ``delta = x' - x`` (the cross-correlatio
 convention of ``torch.nn.Conv2d``):
 
 * kernels that are linear in a finite set of *atoms*, ``K(delta) = sum_a phi_a(delta) W_a``,
-  implement [`ContinuousConv.expand`][inrnet.nn.conv.ContinuousConv.expand] (the non-zero ``phi_a`` of each pair) and
-  [`ContinuousConv.atoms`][inrnet.nn.conv.ContinuousConv.atoms] (``W [A, C_in / groups, C_out]``): B-spline, Legendre and
-  binned MLP kernels. They run the fast path (sparse gather onto atoms, then one matmul;
-  see `inrnet.nn._gather`), linear in the number of pairs.
+  implement [`ContinuousConv.expand`][inrnet.nn.conv.ContinuousConv.expand] (the non-zero ``phi_a`` of each pair),
+  [`ContinuousConv.atoms`][inrnet.nn.conv.ContinuousConv.atoms] (``W [A, C_in / groups, C_out]``),
+  [`ContinuousConv.num_atoms`][inrnet.nn.conv.ContinuousConv.num_atoms] (``A``) and
+  [`ContinuousConv.expansion_key`][inrnet.nn.conv.ContinuousConv.expansion_key] (what the cached plan depends on):
+  B-spline, Legendre and binned MLP kernels. They run the fast path, linear in the number
+  of pairs: a sparse gather onto atoms, built once per point set as a
+  [`GatherPlan`][inrnet.nn._gather.GatherPlan], then one matmul
+  ([`atom_conv`][inrnet.nn._gather.atom_conv], whose backends are pluggable).
 * any other kernel implements [`ContinuousConv.pair_kernel`][inrnet.nn.conv.ContinuousConv.pair_kernel] (``K`` at every pair,
-  ``Tensor[E, C_in / groups, C_out]``): the exact MLP kernel. This per-pair path is also the
-  reference the fast path is tested against.
+  ``Tensor[E, C_in / groups, C_out]``): the exact MLP kernel. This per-pair path
+  ([`conv_pairs`][inrnet.nn.conv.conv_pairs]) is also the reference the fast path is tested against.
+
+The path is chosen by what a subclass implements
+([`ContinuousConv.has_atoms`][inrnet.nn.conv.ContinuousConv.has_atoms]: it overrides ``expand``), as PyTorch
+Geometric's ``MessagePassing`` fuses when ``message_and_aggregate`` is implemented.
 
 Quadrature: ``estimator="sum"`` is ``sum_j w_j K(x_j - x) f(x_j)``; points outside the
 domain simply do not exist, which is zero padding, and on a lattice it reproduces a
@@ -46,13 +54,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from inrnet.field import Field, PointSet
+from inrnet.field import Field, PointSet, check_field
 from inrnet.neighbors import Neighbors, Support, neighbors
 from inrnet.nn._gather import GatherPlan, atom_conv
-from inrnet.nn._geometry import PADDING_MODES, as_tuple, output_points
-from inrnet.nn.pointwise import check_field
+from inrnet.nn._segment import gather, segment_sum, segment_weight_sum
+from inrnet.nn.geometry import PADDING_MODES, as_tuple, output_points
+from inrnet.nn.kernels import bin_seeds
 
-__all__ = ["ContinuousConv", "conv_atoms", "conv_pairs", "support_fraction"]
+__all__ = ["ContinuousConv", "conv_pairs", "support_fraction"]
 
 ESTIMATORS = ("sum", "mean")
 
@@ -72,30 +81,16 @@ def support_fraction(queries: PointSet, bounds, support: Support, n_probe: int =
     if support.shape == "box":
         overlap = (torch.minimum(q + h, hi) - torch.maximum(q - h, lo)).clamp_min(0) / (2 * h)  # (M, d)
         return overlap.prod(-1)
-    from inrnet.nn.kernels import bin_seeds
     probe = bin_seeds(n_probe, queries.dim, "ball", device=q.device) * h  # (P, d)
     inside = [((p := qc[:, None, :] + probe) >= lo).all(-1).logical_and((p <= hi).all(-1)).double().mean(-1)
               for qc in q.split(max(1, (1 << 22) // n_probe))]
     return torch.cat(inside)
 
 
-def conv_atoms(values: Tensor, plan: GatherPlan, atoms: Tensor, groups: int = 1) -> Tensor:
-    """Linear-kernel convolution: gather onto atoms, then contract with their weights
-    (fused and chunked so the gathered atoms stay in cache; see `inrnet.nn._gather`).
-
-    Args:
-        values: Tensor[B, N, C_in].
-        plan: the sparse gather ``S [M * A, N]`` (quadrature weights included).
-        atoms: Tensor[A, C_in / groups, C_out].
-
-    Returns:
-        Tensor[B, M, C_out].
-    """
-    return atom_conv(values, plan, atoms, groups)
-
-
 def conv_pairs(values: Tensor, nbrs: Neighbors, pair_weight: Tensor, kernel: Tensor, groups: int = 1) -> Tensor:
     """Per-pair convolution: ``g_m = sum_{e in row m} w_e K_e^T f_{col e}``.
+
+    The gather and the weighted segment sum are those of `inrnet.nn._segment`.
 
     Args:
         values: Tensor[B, N, C_in].
@@ -107,15 +102,22 @@ def conv_pairs(values: Tensor, nbrs: Neighbors, pair_weight: Tensor, kernel: Ten
     """
     b, c_in, c_out = values.shape[0], values.shape[2], kernel.shape[2]
     cg, og = c_in // groups, c_out // groups
-    f = values[:, nbrs.col].view(b, -1, groups, cg)  # (B, E, g, Cg)
+    f = gather(values, nbrs).view(b, -1, groups, cg)  # (B, E, g, Cg)
     k = kernel.view(-1, cg, groups, og)  # (E, Cg, g, Og)
-    msg = torch.einsum("begc,ecgo->bego", f, k).reshape(b, -1, c_out) * pair_weight[:, None]  # (B, E, C_out)
-    out = values.new_zeros(b, nbrs.num_queries, c_out)
-    return out.index_add(1, nbrs.row, msg)
+    msg = torch.einsum("begc,ecgo->bego", f, k).reshape(b, -1, c_out)  # (B, E, C_out)
+    return segment_sum(msg, nbrs, pair_weight)  # (B, M, C_out)
 
 
 class ContinuousConv(nn.Module):
     """Base of all continuous convolutions; subclasses define the kernel.
+
+    A subclass implements one of two kernel contracts (module docstring; the user guide's
+    "Writing a new kernel" walks through one): atoms for the fused path
+    ([`num_atoms`][inrnet.nn.conv.ContinuousConv.num_atoms], [`expand`][inrnet.nn.conv.ContinuousConv.expand],
+    [`atoms`][inrnet.nn.conv.ContinuousConv.atoms],
+    [`expansion_key`][inrnet.nn.conv.ContinuousConv.expansion_key]) or the kernel at every pair
+    ([`pair_kernel`][inrnet.nn.conv.ContinuousConv.pair_kernel]), and, for kernels with taps,
+    [`reflect_inset`][inrnet.nn.conv.ContinuousConv.reflect_inset].
 
     Args:
         in_channels: ``C_in``.
@@ -136,6 +138,10 @@ class ContinuousConv(nn.Module):
                  stride: int | Sequence[int] = 1, padding: str = "zeros", groups: int = 1,
                  bias: bool = True, estimator: str = "sum"):
         super().__init__()
+        cls = type(self)
+        if cls.expand is ContinuousConv.expand and cls.pair_kernel is ContinuousConv.pair_kernel:
+            raise TypeError(f"{cls.__name__} defines no kernel: implement expand, atoms, num_atoms and "
+                            "expansion_key (a kernel linear in atoms) or pair_kernel (the kernel at every pair)")
         if in_channels < 1 or out_channels < 1 or groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels={in_channels} and out_channels={out_channels} must be positive "
                              f"multiples of groups={groups}")
@@ -154,17 +160,45 @@ class ContinuousConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     # kernel hooks -------------------------------------------------------------------
+    @property
+    def has_atoms(self) -> bool:
+        """Whether the layer runs the fused atom path: True when the subclass implements
+        [`expand`][inrnet.nn.conv.ContinuousConv.expand]. A kernel with a mode without atoms overrides this
+        (``MLPConv`` with ``n_bins=None``)."""
+        return type(self).expand is not ContinuousConv.expand
+
+    @property
+    def num_atoms(self) -> int:
+        """``A``, the number of atoms ``phi_a`` (kernels linear in atoms)."""
+        raise NotImplementedError(f"{type(self).__name__} has atoms but does not define num_atoms")
+
     def expansion_key(self):
-        """Hashable description of [`expand`][inrnet.nn.conv.ContinuousConv.expand]'s basis, or None for per-pair kernels."""
-        return None
+        """A hashable description of the basis [`expand`][inrnet.nn.conv.ContinuousConv.expand] evaluates
+        (kernels linear in atoms).
+
+        The gather plan is cached on the point set under this key (with the queries,
+        support, padding and estimator), so layers with equal keys share it: the key must
+        fix ``expand`` completely (include a name for the kernel family and every setting
+        ``expand`` reads, never a learned parameter).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has atoms but does not define expansion_key")
 
     def expand(self, offsets: Tensor) -> tuple[Tensor, Tensor]:
-        """The non-zero atoms at each offset: ``index`` and ``value``, Tensor[E, P] each."""
-        raise NotImplementedError
+        """The non-zero atoms at each offset (kernels linear in atoms; defining it selects the
+        fused path).
+
+        Args:
+            offsets: Tensor[E, d], ``x_j - q_m`` of every pair (float64 when the plan is built).
+
+        Returns:
+            ``index`` Tensor[E, P] of atoms in ``[0, A)`` and ``value`` Tensor[E, P] of
+            ``phi_a(delta)`` (entries of value 0 are dropped; ``P`` is any fixed width).
+        """
+        raise NotImplementedError(f"{type(self).__name__} evaluates its kernel per pair and has no atoms")
 
     def atoms(self) -> Tensor:
-        """Atom weights, Tensor[A, C_in / groups, C_out]."""
-        raise NotImplementedError
+        """Atom weights ``W``, Tensor[A, C_in / groups, C_out] (kernels linear in atoms)."""
+        raise NotImplementedError(f"{type(self).__name__} evaluates its kernel per pair and has no atoms")
 
     def reflect_inset(self) -> tuple[float, ...] | None:
         """How far inside the domain's faces ``padding="reflect"`` mirrors, per axis: half
@@ -173,7 +207,8 @@ class ContinuousConv(nn.Module):
         return None
 
     def pair_kernel(self, offsets: Tensor) -> Tensor:
-        """The kernel at each offset (Tensor[E, d]), Tensor[E, C_in / groups, C_out]."""
+        """The kernel at each offset (Tensor[E, d]), Tensor[E, C_in / groups, C_out]: what a
+        kernel without atoms implements; by default ``sum_a phi_a W_a`` from the atoms."""
         index, value = self.expand(offsets)
         return torch.einsum("ep,epio->eio", value.to(self.atoms().dtype), self.atoms()[index])
 
@@ -195,9 +230,37 @@ class ContinuousConv(nn.Module):
             return w
         mirrored = self.mirror_inset() is not None  # the mirror images fill the support
         frac = 1.0 if mirrored else support_fraction(queries, points.bounds, self.support).to(w)
-        row_mass = torch.zeros(queries.n, dtype=w.dtype, device=w.device).index_add(0, nbrs.row, w)
+        row_mass = segment_weight_sum(nbrs, w)  # (M,)
         scale = frac * self.support.volume / row_mass.clamp_min(torch.finfo(w.dtype).tiny)  # (M,)
         return w * scale[nbrs.row]
+
+    def _neighbors(self, points: PointSet, queries: PointSet) -> Neighbors:
+        """The (cached) pairs of the support around ``queries`` among ``points``, mirrors included."""
+        mirror = self.mirror_inset()
+        return neighbors(points, queries, self.support, reflect=mirror is not None, inset=mirror or 0.0)
+
+    def gather_plan(self, points: PointSet, queries: PointSet) -> GatherPlan:
+        """The sparse gather ``S [M * A, N]`` of this layer's atoms from ``points`` to ``queries``
+        (quadrature weights included), built once per point set and cached on it (kernels
+        linear in atoms).
+
+        Args:
+            points: the N input points.
+            queries: the M output points.
+
+        Returns:
+            The plan that [`atom_conv`][inrnet.nn._gather.atom_conv] contracts with
+            [`atoms`][inrnet.nn.conv.ContinuousConv.atoms].
+        """
+        nbrs = self._neighbors(points, queries)
+        key = ("conv-plan", queries, self.support, self.mirror_inset(), self.estimator, self.expansion_key())
+        return points.cached(key, lambda: self._build_plan(points, queries, nbrs))
+
+    def _build_plan(self, points: PointSet, queries: PointSet, nbrs: Neighbors) -> GatherPlan:
+        """The uncached [`gather_plan`][inrnet.nn.conv.ContinuousConv.gather_plan]: every pair's atoms, in float64."""
+        index, value = self.expand(nbrs.offset.double())  # (E, P) each
+        weight = self._pair_weight(points, queries, nbrs).double()  # (E,)
+        return GatherPlan.from_pairs(nbrs, index, value * weight[:, None], self.num_atoms, points.dtype)
 
     def forward(self, field: Field, query: PointSet | None = None) -> Field:
         """Convolve a field.
@@ -215,23 +278,16 @@ class ContinuousConv(nn.Module):
         if points.dim != self.dim:
             raise ValueError(f"{type(self).__name__} has a {self.dim}-d support, got points of dimension {points.dim}")
         queries = self.output_points(points) if query is None else query
-        mirror = self.mirror_inset()
-        nbrs = neighbors(points, queries, self.support, reflect=mirror is not None, inset=mirror or 0.0)
-        key = self.expansion_key()
-        if key is None:
+        if self.has_atoms:
+            plan = self.gather_plan(points, queries)
+            out = atom_conv(field.values, plan, self.atoms().to(field.values.dtype), self.groups)
+        else:
+            nbrs = self._neighbors(points, queries)
+            mirror = self.mirror_inset()
             pair_w = points.cached(("conv-weights", queries, self.support, mirror, self.estimator),
                                    lambda: self._pair_weight(points, queries, nbrs))
-            kernel = self.pair_kernel(nbrs.offset.to(field.values.dtype)).to(field.values.dtype)  # as atoms below
+            kernel = self.pair_kernel(nbrs.offset.to(field.values.dtype)).to(field.values.dtype)  # as atoms above
             out = conv_pairs(field.values, nbrs, pair_w.to(field.values.dtype), kernel, self.groups)
-        else:
-            def build() -> GatherPlan:
-                index, value = self.expand(nbrs.offset.double())
-                p = index.shape[1]
-                value = value * self._pair_weight(points, queries, nbrs).double()[:, None]
-                return GatherPlan(nbrs.row.repeat_interleave(p), index.reshape(-1), nbrs.col.repeat_interleave(p),
-                                  value.reshape(-1).to(points.dtype), queries.n, self.num_atoms, points.n)
-            plan = points.cached(("conv-plan", queries, self.support, mirror, self.estimator, key), build)
-            out = conv_atoms(field.values, plan, self.atoms().to(field.values.dtype), self.groups)
         if self.bias is not None:
             out = out + self.bias
         return Field(out, queries)

@@ -3,7 +3,8 @@
 A *linear* kernel is a combination of a finite set of basis functions ("atoms") with
 learned weights: ``K(delta) = sum_a phi_a(delta) W_a``. Each function here evaluates a
 basis at pair offsets and returns only the atoms that are non-zero there, as
-``(index Tensor[E, P], value Tensor[E, P])``; the convolution touches nothing else.
+``(index Tensor[E, P], value Tensor[E, P])``: what a kernel's
+[`ContinuousConv.expand`][inrnet.nn.conv.ContinuousConv.expand] returns, so the convolution touches nothing else.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+from inrnet.neighbors import nearest
+from inrnet.nn.parametric import legendre_products, multi_indices
+from inrnet.sampling import sobol
 
 __all__ = ["cardinal_bspline", "bspline_interpolation_matrix", "bspline_expansion", "legendre_expansion",
            "bin_seeds", "bin_expansion"]
@@ -84,16 +89,15 @@ def legendre_expansion(u: Tensor, degree: int) -> tuple[Tensor, Tensor]:
     """Products of Legendre polynomials of total degree ``<= degree`` on the unit support.
 
     Orthonormal for the uniform probability measure on ``[-1, 1]^d`` (see
-    [`inrnet.nn.functions.legendre_products`][inrnet.nn.functions.legendre_products]).
+    [`inrnet.nn.parametric.legendre_products`][inrnet.nn.parametric.legendre_products]).
 
     Args:
         u: Tensor[E, d], offsets scaled to the support box ``[-1, 1]^d``.
 
     Returns:
         ``index`` Tensor[E, n_basis] (every basis function, in
-        [`inrnet.nn.functions.multi_indices`][inrnet.nn.functions.multi_indices] order) and ``value`` Tensor[E, n_basis].
+        [`inrnet.nn.parametric.multi_indices`][inrnet.nn.parametric.multi_indices] order) and ``value`` Tensor[E, n_basis].
     """
-    from inrnet.nn.functions import legendre_products, multi_indices
     value = legendre_products(u, multi_indices(degree, u.shape[1]).to(u.device))  # (E, n_basis)
     return torch.arange(value.shape[1], device=u.device).expand(u.shape[0], -1), value
 
@@ -109,7 +113,6 @@ def bin_seeds(n_bins: int, dim: int, shape: str, *, dtype=torch.float64, device=
     """
     if n_bins < 1:
         raise ValueError(f"n_bins must be >= 1, got {n_bins}")
-    from inrnet.sampling import sobol
     draw = n_bins if shape == "box" else 2 ** math.ceil(math.log2(n_bins * 2 ** dim + 1))
     while True:
         pts = sobol(draw, dim, seed=0, dtype=torch.float64)
@@ -127,11 +130,12 @@ def bin_expansion(u: Tensor, seeds: Tensor, chunk: int = 1 << 20) -> tuple[Tenso
     Args:
         u: Tensor[E, d], offsets scaled to the unit support.
         seeds: Tensor[n_bins, d].
+        chunk: distances held at once where the search computes them all (see
+            [`inrnet.neighbors.nearest`][inrnet.neighbors.nearest]).
 
     Returns:
-        ``index`` Tensor[E, 1] of the bin and ``value`` Tensor[E, 1] of ones.
+        ``index`` Tensor[E, 1] of the bin (on a Voronoi face, the lowest-index seed) and
+        ``value`` Tensor[E, 1] of ones.
     """
-    rows = max(1, chunk // seeds.shape[0])
-    index = torch.cat([torch.cdist(u[i:i + rows].double(), seeds.double()).argmin(-1)
-                       for i in range(0, u.shape[0], rows)]) if u.shape[0] else u.new_zeros(0, dtype=torch.long)
+    index = nearest(seeds, u, chunk=chunk)  # (E,)
     return index[:, None], torch.ones(u.shape[0], 1, dtype=u.dtype, device=u.device)

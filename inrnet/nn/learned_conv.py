@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from inrnet.neighbors import Support
 from inrnet.nn.conv import ContinuousConv
-from inrnet.nn.functions import multi_indices
 from inrnet.nn.kernels import bin_expansion, bin_seeds, legendre_expansion
+from inrnet.nn.parametric import multi_indices
 
 __all__ = ["MLPConv", "LegendreConv"]
 
@@ -77,6 +77,11 @@ class MLPConv(_UnitSupportConv):
         self.n_bins = n_bins
 
     @property
+    def has_atoms(self) -> bool:
+        """Binned kernels have atoms (the kernel at each bin's seed); the exact one has none."""
+        return self.n_bins is not None
+
+    @property
     def num_atoms(self) -> int:
         return self.n_bins
 
@@ -86,7 +91,7 @@ class MLPConv(_UnitSupportConv):
         return k.view(u.shape[0], self.in_channels // self.groups, self.out_channels)
 
     def expansion_key(self):
-        return None if self.n_bins is None else ("bins", self.n_bins)
+        return ("bins", self.n_bins)
 
     def seeds(self) -> Tensor:
         """The bin seeds in unit-support coordinates, Tensor[n_bins, d]."""

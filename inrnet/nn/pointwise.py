@@ -12,60 +12,16 @@ output field lives on the input's points.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from inrnet.field import Field
+from inrnet.field import Field, check_field
 
-__all__ = ["check_field", "channel_mixing", "ChannelMixing", "Pointwise", "sinusoidal_features",
+__all__ = ["channel_mixing", "ChannelMixing", "Pointwise", "sinusoidal_features",
            "positional_encoding", "PositionalEncoding"]
-
-
-def check_field(field, layer: str, channels: int | None = None, *, module: nn.Module | None = None,
-                match_dtype: bool = False) -> Field:
-    """Check a layer's input at its boundary.
-
-    Args:
-        field: the input, a [`Field`][inrnet.field.Field] with values Tensor[B, N, C].
-        layer: the layer's name, used in the messages.
-        channels: the ``C`` it must have (``None``: any).
-        module: the layer: its input must then hold floating-point values on the device of
-            its parameters and buffers.
-        match_dtype: (with ``module``) the values must also have the dtype of its
-            floating-point parameters, for layers whose maths does not cast them (not
-            checked under ``torch.autocast``, which casts both).
-
-    Returns:
-        ``field``, unchanged.
-
-    Raises:
-        TypeError: ``field`` is not a Field, or its values have the wrong dtype.
-        ValueError: it has other than ``channels`` channels, or lives on another device.
-    """
-    if not isinstance(field, Field):
-        raise TypeError(f"{layer} expects a Field, got {type(field).__name__}")
-    if channels is not None:
-        field.check_channels(channels, layer)
-    if module is None:
-        return field
-    values = field.values
-    if not values.is_floating_point():
-        raise TypeError(f"{layer} needs floating-point values, got a field of {values.dtype} values "
-                        f"{tuple(values.shape)} ([B, N, C]); convert them with field.to(dtype=torch.float32)")
-    tensor = next(itertools.chain(module.parameters(), module.buffers()), None)
-    if tensor is not None and tensor.device != values.device:
-        raise ValueError(f"{layer} is on {tensor.device} but the field's values are on {values.device}; move the "
-                         f"layer with .to({str(values.device)!r}) or the field with .to({str(tensor.device)!r})")
-    weight = next((p for p in module.parameters() if p.is_floating_point()), None)
-    if (match_dtype and weight is not None and weight.dtype != values.dtype
-            and not torch.is_autocast_enabled(values.device.type)):
-        raise TypeError(f"{layer} has {weight.dtype} parameters but the field's values are {values.dtype}; "
-                        f"convert the layer with .to({values.dtype}) or the field with .to(dtype={weight.dtype})")
-    return field
 
 
 def channel_mixing(values: Tensor, weight: Tensor, bias: Tensor | None = None, normalized: bool = False) -> Tensor:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from inrnet.field import Field, PointSet
 from inrnet.neighbors import Neighbors, Support, neighbors
-from inrnet.nn._geometry import as_tuple, output_points, window_support
+from inrnet.nn.geometry import as_tuple, output_points, window_support
 from inrnet.nn._segment import gather, segment_max, segment_mean, segment_sum
 from inrnet.nn.tokens import token_moments
 
@@ -71,7 +71,7 @@ def max_pool(field: Field, kernel_size, spacing, stride=None, padding: str = "ze
         kernel_size: window taps per axis (int or tuple of ``d``).
         spacing: the pixel size ``h`` per axis in domain units (the window spans ``kernel_size`` pixels).
         stride: keep one output point in ``prod(stride)`` (default ``kernel_size``).
-        padding: ``'zeros'`` or ``'none'`` (see ``inrnet.nn._geometry``).
+        padding: ``'zeros'`` or ``'none'`` (see ``inrnet.nn.geometry``).
         unbiased: scale the maximum by ``(n + 1) / (n - 1)``, ``n`` the points in the window
             (not when ``n = 1`` or the maximum is negative); ``False`` gives the raw maximum.
         scale: a constant the result is multiplied by.
@@ -97,7 +97,7 @@ def avg_pool(field: Field, kernel_size, spacing, stride=None, padding: str = "ze
         kernel_size: window taps per axis (int or tuple of ``d``).
         spacing: the pixel size ``h`` per axis in domain units (the window spans ``kernel_size`` pixels).
         stride: keep one output point in ``prod(stride)`` (default ``kernel_size``).
-        padding: ``'zeros'`` or ``'none'`` (see ``inrnet.nn._geometry``).
+        padding: ``'zeros'`` or ``'none'`` (see ``inrnet.nn.geometry``).
         count_include_pad: divide the quadrature sum ``sum_j w_j f_j`` by the window's full
             measure (torch's zero padding on grids); ``False`` takes the weighted mean over
             the points in the window.

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from inrnet.field import BOUNDARY_TOL, Field, PointSet, check_same_points
+from inrnet.neighbors import nearest
 
 __all__ = ["downsample", "upsample", "nearest_index", "add", "concat", "Downsample", "Upsample", "Add", "Concat"]
 
@@ -73,29 +74,12 @@ def _lattice_nearest(source: PointSet, target: PointSet) -> Tensor:
     return flat.reshape(-1).to(target.device)  # (N_target,)
 
 
-def _scattered_nearest(source: PointSet, target: PointSet, backend: str = "auto", chunk: int = 1 << 22) -> Tensor:
-    """Nearest source point of every target point.
-
-    ``backend``: ``"kdtree"`` (scipy, CPU), ``"torch"`` (chunked distances, any device) or
-    ``"auto"`` (kdtree on CPU, torch otherwise).
-    """
-    x, q = source.coords.double(), target.coords.double()
-    if backend == "auto":
-        backend = "kdtree" if x.device.type == "cpu" else "torch"
-    if backend == "kdtree":
-        from scipy.spatial import cKDTree
-        _, index = cKDTree(x.cpu().numpy()).query(q.cpu().numpy(), k=1)
-        return torch.from_numpy(index).long().to(x.device)
-    step = max(1, chunk // source.n)
-    return torch.cat([torch.cdist(q[i:i + step], x).argmin(1) for i in range(0, target.n, step)])
-
-
 def nearest_index(source: PointSet, target: PointSet) -> Tensor:
     """For every target point, the index of its nearest source point (cached on ``target``).
 
     Two lattices use the per-axis rule with ties to the lower index along each axis;
-    otherwise a nearest-neighbour search. Source points that ``target`` contains (an
-    ancestor) map exactly to themselves.
+    otherwise [`inrnet.neighbors.nearest`][inrnet.neighbors.nearest] (ties to the lowest index). Source points
+    that ``target`` contains (an ancestor) map exactly to themselves.
 
     Returns:
         Tensor[N_target] of indices into ``source``.
@@ -107,7 +91,7 @@ def nearest_index(source: PointSet, target: PointSet) -> Tensor:
         if source.lattice is not None and target.lattice is not None:
             index = _lattice_nearest(source, target)
         else:
-            index = _scattered_nearest(source, target).to(target.device)
+            index = nearest(source.coords, target.coords.to(source.device)).to(target.device)
         exact = _ancestor_index(source, target)
         if exact is not None:
             index[exact.to(target.device)] = torch.arange(source.n, device=target.device)

@@ -29,9 +29,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from inrnet.field import Field, PointSet
-from inrnet.nn.functions import legendre_products, multi_indices
-from inrnet.nn.pointwise import check_field
+from inrnet.field import Field, PointSet, check_field
+from inrnet.nn.parametric import legendre_products, multi_indices
 
 __all__ = ["box_partition", "token_moments", "Tokenize"]
 
@@ -93,7 +92,7 @@ def token_moments(values: Tensor, points: PointSet, grid: Sequence[int], degree:
         degree: total degree of the local basis (0: box means, the adaptive average pool).
 
     Returns:
-        Tensor[B, T, C, n_basis], boxes in C order, basis in [`multi_indices`][inrnet.nn.functions.multi_indices] order.
+        Tensor[B, T, C, n_basis], boxes in C order, basis in [`multi_indices`][inrnet.nn.parametric.multi_indices] order.
     """
     if values.dim() != 3 or values.shape[1] != points.n:
         raise ValueError(f"values {tuple(values.shape)} must be [B, N={points.n}, C] for {points}")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
+from inrnet._limits import check_count, check_shape
 from inrnet.field import PointSet
 from inrnet.sampling import points as _points
 
@@ -23,7 +24,10 @@ class Sampler:
         scheme: ``"sobol"`` (scrambled Sobol, the default), ``"halton"``, ``"grid"``
             (cell centres of ``shape``), ``"shrunk"`` (Sobol with ``x -> x|x|``) or
             ``"mc"`` (uniform Monte Carlo).
-        n: number of points (ignored for ``"grid"``).
+        n: number of points (ignored for ``"grid"``), or a range ``(lo, hi)``: mixed-density
+            sampling, where each rescrambled call draws its own count, log-uniformly in
+            ``[lo, hi]`` (a function of ``seed`` and the call, like the scramble), so one
+            network is trained across point densities. Needs ``rescramble=True``.
         dim: coordinate dimension (ignored for ``"grid"``).
         shape: the grid shape, for ``"grid"``.
         seed: base seed; the same seed gives the same sequence of point sets.
@@ -32,30 +36,48 @@ class Sampler:
             (evaluation). A grid never changes.
     """
 
-    def __init__(self, scheme: str = "sobol", n: int = 1024, dim: int = 2, *, shape: Sequence[int] | None = None,
-                 seed: int = 0, rescramble: bool = True, dtype: torch.dtype = torch.float32, device=None):
+    def __init__(self, scheme: str = "sobol", n: int | Sequence[int] = 1024, dim: int = 2, *,
+                 shape: Sequence[int] | None = None, seed: int = 0, rescramble: bool = True,
+                 dtype: torch.dtype = torch.float32, device=None):
         if scheme not in SCHEMES:
             raise ValueError(f"unknown sampling scheme {scheme!r}; choose one of {SCHEMES}")
+        self.n_range: tuple[int, int] | None = None
+        if scheme != "grid" and isinstance(n, Sequence):
+            lo, hi = _count_range(n)
+            if lo != hi and not rescramble:
+                raise ValueError(f"a point-count range {n!r} draws a new count at every call; a fixed "
+                                 "(rescramble=False) sampler needs one count")
+            self.n_range, n = (lo, hi), hi
         if scheme == "grid":
             if shape is None:
                 raise ValueError("the 'grid' scheme needs a shape, e.g. shape=(28, 28)")
-            shape = _points._check_shape(shape)
+            shape = check_shape(shape)
             n, dim = math.prod(shape), len(shape)
-        _points.check_count(n, dim, dtype=dtype, device=device)
+        check_count(n, dim, dtype=dtype, device=device)
         self.scheme, self.n, self.dim, self.shape = scheme, n, dim, shape
         self.seed, self.rescramble, self.dtype, self.device = seed, rescramble, dtype, device
         self._calls = 0
         self._fixed: PointSet | None = None
 
     def __repr__(self) -> str:
-        size = f"shape={self.shape}" if self.scheme == "grid" else f"n={self.n}, dim={self.dim}"
+        count = self.n if self.n_range is None else self.n_range
+        size = f"shape={self.shape}" if self.scheme == "grid" else f"n={count}, dim={self.dim}"
         return f"Sampler({self.scheme!r}, {size}, seed={self.seed}, rescramble={self.rescramble})"
+
+    def count(self, seed: int) -> int:
+        """The number of points drawn for ``seed``: ``n``, or for a range ``(lo, hi)`` a
+        log-uniform integer in ``[lo, hi]`` that depends only on ``seed``."""
+        if self.n_range is None or self.n_range[0] == self.n_range[1]:
+            return self.n
+        lo, hi = self.n_range
+        u = torch.rand((), generator=torch.Generator().manual_seed(seed), dtype=torch.float64).item()
+        return min(hi, max(lo, round(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))))))
 
     def draw(self, seed: int) -> PointSet:
         """The point set for one explicit ``seed`` (uncached)."""
         if self.scheme == "grid":
             return PointSet.grid(self.shape, dtype=self.dtype, device=self.device)
-        coords = _DRAW[self.scheme](self.n, self.dim, seed=seed, dtype=self.dtype, device=self.device)
+        coords = _DRAW[self.scheme](self.count(seed), self.dim, seed=seed, dtype=self.dtype, device=self.device)
         return PointSet(coords, order="nested")
 
     def __call__(self) -> PointSet:
@@ -87,3 +109,12 @@ class Sampler:
         if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
             raise ValueError(f"a Sampler state is {{'calls': non-negative int}}, got {state!r}")
         self._calls = calls
+
+
+def _count_range(n: Sequence[int]) -> tuple[int, int]:
+    """``(lo, hi)`` from a point-count range, checked: two integers ``1 <= lo <= hi``."""
+    values = tuple(n)
+    if (len(values) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in values)
+            or not 1 <= values[0] <= values[1]):
+        raise ValueError(f"a point-count range is two integers (lo, hi) with 1 <= lo <= hi, got {n!r}")
+    return values

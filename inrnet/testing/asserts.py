@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from inrnet.field import Field, PointSet
+from inrnet.nn.geometry import as_tuple
 from inrnet.sampling.points import sobol
 
 __all__ = ["grid_field", "discrete_positions", "assert_matches_discrete", "assert_converges", "gradcheck_field"]
@@ -39,10 +40,6 @@ def grid_field(x: Tensor) -> Field:
     return Field(x.flatten(2).transpose(1, 2), points)  # (B, N, C)
 
 
-def _tuple(value, d: int) -> tuple[int, ...]:
-    return tuple(value) if isinstance(value, Sequence) else (value,) * d
-
-
 def _discrete_geometry(module: nn.Module, d: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Stride and offset of a torch window layer: output pixel ``i`` sits at input pixel ``stride * i + offset``.
 
@@ -51,13 +48,13 @@ def _discrete_geometry(module: nn.Module, d: int) -> tuple[tuple[int, ...], tupl
     """
     if not hasattr(module, "stride"):
         return (1,) * d, (0,) * d
-    stride = _tuple(module.stride, d)
-    kernel = _tuple(getattr(module, "kernel_size", 1), d)
-    dilation = _tuple(getattr(module, "dilation", 1), d)
+    stride = as_tuple(module.stride, d)
+    kernel = as_tuple(getattr(module, "kernel_size", 1), d)
+    dilation = as_tuple(getattr(module, "dilation", 1), d)
     padding = getattr(module, "padding", 0)
     if padding == "same":
         return stride, (0,) * d
-    padding = (0,) * d if padding == "valid" else _tuple(padding, d)
+    padding = (0,) * d if padding == "valid" else as_tuple(padding, d)
     return stride, tuple(dl * ((k - 1) // 2) - p for k, dl, p in zip(kernel, dilation, padding))
 
 
@@ -114,8 +111,8 @@ def assert_matches_discrete(layer: nn.Module, discrete_layer: nn.Module, x: Tens
     if check_points:
         d = x.dim() - 2
         inferred = _discrete_geometry(discrete_layer, d)
-        stride = _tuple(stride, d) if stride is not None else inferred[0]
-        offset = _tuple(offset, d) if offset is not None else inferred[1]
+        stride = as_tuple(stride, d) if stride is not None else inferred[0]
+        offset = as_tuple(offset, d) if offset is not None else inferred[1]
         expected = discrete_positions(x.shape[2:], ref.shape[2:], stride, offset)
         torch.testing.assert_close(out.points.coords.double().cpu(), expected, atol=1e-6, rtol=0,
                                    msg=lambda m: f"output points are not the discrete output positions "

@@ -8,15 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from inrnet.convert import ConversionError, from_torch
-from inrnet.convert.layers import (
-    BoxPool,
-    ChannelDropout,
-    CroppedBSplineConv,
-    StridedChannelMixing,
-    UpsampleToAncestor,
-    adaptive_boxes,
-    box_means,
-)
+from inrnet.convert.box_pool import BoxPool, adaptive_boxes, box_means
+from inrnet.convert.twin_layers import ChannelDropout, CroppedBSplineConv, StridedChannelMixing, UpsampleToAncestor
 from inrnet.field import Field, Lattice, PointSet
 from inrnet.nn.resample import downsample
 from inrnet.sampling import sobol

@@ -7,7 +7,7 @@ import torchvision
 from torch import nn
 
 from inrnet.convert import ConversionError, CroppedBSplineConv, StridedChannelMixing, from_torch
-from inrnet.convert.rules import ELEMENTWISE
+from inrnet.convert.pointwise_rules import ELEMENTWISE
 from inrnet.nn import BSplineConv, ChannelMixing
 
 D64 = torch.float64

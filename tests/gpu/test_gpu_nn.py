@@ -10,7 +10,7 @@ from torch import nn
 
 from inrnet.field import Field, PointSet
 from inrnet.neighbors import find_neighbors
-from inrnet.nn import _gather
+from inrnet.nn import _embedding_bag
 from inrnet.nn.bspline_conv import BSplineConv
 from inrnet.nn.conv import conv_pairs
 from inrnet.nn.learned_conv import LegendreConv, MLPConv
@@ -36,24 +36,24 @@ ATOM_CONVS = [
 
 @pytest.fixture(params=["one-chunk", "chunks", "chunks-shifted-bags"])
 def gather_mode(request, monkeypatch, device):
-    """How `atom_conv` walks the batch: the default budget (one chunk on CUDA, and at these
-    sizes on the CPU), chunks of a few rows, or such chunks over one sample's bags shifted
+    """How `atom_conv` walks the batch: the default budget (at these sizes one chunk on
+    either device), chunks of a few rows, or such chunks over one sample's bags shifted
     per chunk (what batches too large to stack use).
 
     Returns:
         The mode and a list that collects the rows of every gather, forward and backward.
     """
     if request.param != "one-chunk":
-        monkeypatch.setitem(_gather.CHUNK_BYTES, device.type, 4096)
+        monkeypatch.setitem(_embedding_bag.CHUNK_BYTES, device.type, 4096)
     if request.param == "chunks-shifted-bags":
-        monkeypatch.setattr(_gather, "STACK_BYTES", 0)
+        monkeypatch.setattr(_embedding_bag, "STACK_BYTES", 0)
     calls = []
-    bag_sum = _gather._bag_sum
+    bag_sum = _embedding_bag._bag_sum
 
     def counting(table, bags, r0, r1):
         calls.append(r1 - r0)
         return bag_sum(table, bags, r0, r1)
-    monkeypatch.setattr(_gather, "_bag_sum", counting)
+    monkeypatch.setattr(_embedding_bag, "_bag_sum", counting)
     return request.param, calls
 
 

@@ -7,7 +7,7 @@ from numpy.polynomial import legendre as npleg
 
 from inrnet.field import Field, PointSet
 from inrnet.nn.attention import Attention, attention
-from inrnet.nn.functions import MLPFunction, multi_indices
+from inrnet.nn.parametric import MLPFunction, multi_indices
 from inrnet.nn.pointwise import ChannelMixing
 from inrnet.sampling.points import sobol
 

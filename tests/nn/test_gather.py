@@ -1,19 +1,50 @@
 """The fused, chunked atom convolution against its per-pair reference: outputs and both
 gradients, every chunk size (one row per chunk up to the whole batch), channel groups, with
-the plan's bags stacked over the batch or shifted per chunk (large batches)."""
+the plan's bags stacked over the batch or shifted per chunk (large batches); the plan's
+public CSR arrays, and the backend seam of `atom_conv` (every registered backend against
+the per-pair reference, the choice by name, device and priority)."""
 
 import pytest
 import torch
 
 from inrnet.field import Field, PointSet
 from inrnet.neighbors import neighbors
-from inrnet.nn import _gather
-from inrnet.nn._gather import atom_conv, gather_atoms
+from inrnet.nn import _embedding_bag, _gather
+from inrnet.nn._gather import atom_conv, list_backends, register_backend
 from inrnet.nn.bspline_conv import BSplineConv
 from inrnet.nn.conv import conv_pairs
+from inrnet.nn.learned_conv import LegendreConv
 from inrnet.sampling import sobol
 
 D64 = torch.float64
+
+
+def gather_atoms(values, plan):
+    """``Z[b, m, a, :] = sum_j S[(m, a), j] values[b, j, :]``, whole, from the plan's public CSR
+    arrays (``index_add``: independent of any backend).
+
+    Args:
+        values: Tensor[B, N, C].
+
+    Returns:
+        Tensor[B, M, A, C].
+    """
+    b, _, c = values.shape
+    m, a = plan.num_out, plan.num_atoms
+    rows = torch.repeat_interleave(torch.arange(m * a), plan.rowptr.diff())  # (nnz,) row (m, a) of each entry
+    z = values.new_zeros(b, m * a, c).index_add(1, rows, values[:, plan.col] * plan.value.to(values)[:, None])
+    return z.view(b, m, a, c)  # (B, M, A, C)
+
+
+def index_add_backend(values, plan, atoms, groups, chunk_bytes):
+    """A second backend from the public CSR arrays alone: `gather_atoms`, then the atom
+    matmul per group (autograd does the backward)."""
+    z = gather_atoms(values, plan)  # (B, M, A, C_in)
+    b, m, a, _ = z.shape
+    cg, o = atoms.shape[1:]
+    zg = z.view(b, m, a, groups, cg)  # (B, M, A, g, Cg)
+    wg = atoms.view(a, cg, groups, o // groups)  # (A, Cg, g, Og)
+    return torch.einsum("bmagc,acgo->bmgo", zg, wg).reshape(b, m, o)  # (B, M, C_out)
 
 
 @pytest.fixture(params=["stacked", "shifted"])
@@ -21,8 +52,14 @@ def bags_mode(request, monkeypatch):
     """Both ways of running a plan over a batch: a cached stacked copy, or one sample's bags
     shifted chunk by chunk (what batches too large to stack use)."""
     if request.param == "shifted":
-        monkeypatch.setattr(_gather, "STACK_BYTES", 0)
+        monkeypatch.setattr(_embedding_bag, "STACK_BYTES", 0)
     return request.param
+
+
+@pytest.fixture
+def registry(monkeypatch):
+    """A copy of the backend registry for the test to register into, restored after."""
+    monkeypatch.setattr(_gather, "_BACKENDS", dict(_gather._BACKENDS))
 
 
 def _setup(groups, c_in=4, c_out=6, n=60, stride=1, degree=None):
@@ -41,19 +78,24 @@ def _reference(layer, field, queries):
                       layer.groups)
 
 
+def _assert_matches_reference(layer, field, queries, out, tol=1e-12):
+    """``out`` and its gradients (input and weights) equal the per-pair reference's."""
+    ref = _reference(layer, field, queries)
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+    g = torch.randn_like(ref)
+    got = torch.autograd.grad(out, (field.values, layer.weight), g)
+    want = torch.autograd.grad(ref, (field.values, layer.weight), g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=10 * tol, atol=10 * tol)
+
+
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("chunk_bytes", [1, 500, 4000, None])
 def test_matches_per_pair_reference_in_every_chunking(groups, chunk_bytes, bags_mode):
     layer, field, queries, plan = _setup(groups, stride=2 if groups == 2 else 1)
     atoms = layer.atoms()
     out = atom_conv(field.values, plan, atoms, groups, chunk_bytes=chunk_bytes)
-    ref = _reference(layer, field, queries)
-    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
-    g = torch.randn_like(ref)
-    got = torch.autograd.grad(out, (field.values, layer.weight), g)
-    want = torch.autograd.grad(ref, (field.values, layer.weight), g)
-    for a, b in zip(got, want):
-        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+    _assert_matches_reference(layer, field, queries, out)
 
 
 def test_gradcheck_small_chunks_groups(bags_mode):
@@ -89,10 +131,15 @@ def test_wrong_number_of_points():
         atom_conv(field.values[:, :50], plan, layer.atoms())
 
 
+def test_wrong_number_of_atoms():
+    layer, field, _, plan = _setup(1)
+    with pytest.raises(ValueError, match="expects 9 atoms"):
+        atom_conv(field.values, plan, layer.atoms()[:4])
+
+
 def test_shifted_bags_span_samples_like_the_stacked_copy():
     _, _, _, plan = _setup(1)
-    plan.bags(1)
-    one = plan._bags[0]  # one sample's gather bags
+    one = _embedding_bag._plan_bags(plan)[0]  # one sample's gather bags
     assert one.stride == plan.num_in
     stacked = one.stacked(3)
     assert int(stacked.index.max()) >= 2 * plan.num_in  # the third sample's rows
@@ -100,3 +147,93 @@ def test_shifted_bags_span_samples_like_the_stacked_copy():
     for r0, r1 in [(0, 3 * n_bags), (5, n_bags + 7), (n_bags - 1, 2 * n_bags + 1), (2 * n_bags, 3 * n_bags)]:
         for got, want in zip(one.rows(r0, r1, D64), stacked.rows(r0, r1, D64)):
             torch.testing.assert_close(got, want)
+
+
+# --- the plan's public CSR arrays ---------------------------------------------------------
+
+def _dense(ptr, index, value, n_rows, n_cols):
+    """A CSR matrix ``[n_rows, n_cols]``, dense."""
+    rows = torch.repeat_interleave(torch.arange(n_rows), ptr.diff())  # (nnz,)
+    return torch.zeros(n_rows, n_cols, dtype=value.dtype).index_put((rows, index), value, accumulate=True)
+
+
+@pytest.mark.parametrize("padding", ["zeros", "symmetric"])
+def test_csr_arrays_hold_s_and_its_transpose(padding):
+    """``rowptr, col, value`` are ``S [M * A, N]`` as the pairs' atoms define it; ``colptr, row,
+    value_t`` its transpose read by rows ``(j, a)``; both sorted, no zeros stored."""
+    pts = PointSet(sobol(40, 2, seed=1, dtype=D64))
+    layer = BSplineConv(2, 3, 3, 0.2, padding=padding).double()
+    plan = layer.gather_plan(pts, pts)
+    m, a, n = plan.num_out, plan.num_atoms, plan.num_in
+    assert (m, a, n) == (40, 9, 40)
+    assert plan.rowptr.shape == (m * a + 1,) and plan.colptr.shape == (n * a + 1,)
+    assert plan.col.shape == plan.value.shape == plan.row.shape == plan.value_t.shape == (plan.nnz,)
+    assert int(plan.rowptr[-1]) == int(plan.colptr[-1]) == plan.nnz and bool((plan.value != 0).all())
+    nb = neighbors(pts, pts, layer.support, reflect=padding == "symmetric")
+    index, value = layer.expand(nb.offset)  # (E, P)
+    want = torch.zeros(m, a, n, dtype=D64)
+    for p in range(index.shape[1]):
+        want.index_put_((nb.row, index[:, p], nb.col), value[:, p] * pts.weights[nb.col], accumulate=True)
+    s = _dense(plan.rowptr, plan.col, plan.value, m * a, n)  # (M * A, N)
+    torch.testing.assert_close(s, want.view(m * a, n))
+    s_t = _dense(plan.colptr, plan.row, plan.value_t, n * a, m).view(n, a, m)  # (N, A, M)
+    torch.testing.assert_close(s_t.permute(2, 1, 0), want)
+
+
+# --- the backend seam -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", list_backends("cpu"))
+@pytest.mark.parametrize("groups", [1, 2])
+def test_every_registered_backend_matches_the_per_pair_reference(backend, groups):
+    layer, field, queries, plan = _setup(groups, stride=2 if groups == 2 else 1)
+    _assert_matches_reference(layer, field, queries, atom_conv(field.values, plan, layer.atoms(), groups,
+                                                               backend=backend))
+
+
+def test_auto_is_the_builtin_embedding_bag_backend():
+    assert list_backends() == list_backends("cpu") == list_backends("cuda") == ["embedding_bag"]
+    layer, field, _, plan = _setup(1)
+    x, atoms = field.values.detach(), layer.atoms().detach()
+    assert torch.equal(atom_conv(x, plan, atoms), atom_conv(x, plan, atoms, backend="embedding_bag"))
+
+
+def test_an_unknown_backend_names_the_registered_ones():
+    layer, field, _, plan = _setup(1)
+    with pytest.raises(ValueError, match=r"backend 'triton'; registered: \['embedding_bag'\], or 'auto'"):
+        atom_conv(field.values, plan, layer.atoms(), backend="triton")
+
+
+def test_a_registered_backend_runs_by_name_and_by_priority(registry):
+    """A backend from the public CSR arrays alone equals the reference; ``"auto"`` takes the
+    highest priority among the backends for the device."""
+    calls = []
+
+    def counted(*args):
+        calls.append(args[0].device.type)
+        return index_add_backend(*args)
+    register_backend("index_add", counted, devices=["cpu"], priority=1)
+    register_backend("index_add", counted, devices=["cpu"], priority=1)  # the same function again: no-op
+    assert list_backends("cpu") == ["index_add", "embedding_bag"] and list_backends("cuda") == ["embedding_bag"]
+    layer = LegendreConv(4, 6, 0.3, degree=2, groups=2, bias=False).double()
+    pts = PointSet(sobol(50, 2, seed=2, dtype=D64))
+    field = Field(torch.randn(2, 50, 4, dtype=D64, requires_grad=True), pts)
+    out = layer(field)  # "auto" inside the layer
+    assert calls == ["cpu"]
+    _assert_matches_reference(layer, field, pts, out.values)
+    plan = layer.gather_plan(pts, pts)
+    torch.testing.assert_close(atom_conv(field.values, plan, layer.atoms(), 2, backend="embedding_bag"), out.values)
+
+
+def test_register_backend_refuses_auto_and_a_taken_name(registry):
+    with pytest.raises(ValueError, match="auto"):
+        register_backend("auto", index_add_backend)
+    with pytest.raises(ValueError, match="'embedding_bag' is already registered"):
+        register_backend("embedding_bag", index_add_backend)
+
+
+def test_a_backend_for_another_device_is_refused(registry):
+    register_backend("cuda_only", index_add_backend, devices=("cuda",), priority=5)
+    layer, field, _, plan = _setup(1)
+    assert list_backends("cpu") == ["embedding_bag"]
+    with pytest.raises(ValueError, match="'cuda_only' does not run on cpu.*'embedding_bag'"):
+        atom_conv(field.values, plan, layer.atoms(), backend="cuda_only")

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from inrnet.field import Field, PointSet
-from inrnet.nn.pointwise import (ChannelMixing, Pointwise, PositionalEncoding, channel_mixing, check_field,
-                                 positional_encoding, sinusoidal_features)
+from inrnet.field import Field, PointSet, check_field
+from inrnet.nn.pointwise import (ChannelMixing, Pointwise, PositionalEncoding, channel_mixing, positional_encoding,
+                                 sinusoidal_features)
 
 
 def grid_field(x: torch.Tensor) -> Field:

@@ -6,8 +6,7 @@ from torch import nn
 
 from inrnet.field import Field, PointSet
 from inrnet.inr import PixelINR, sample
-from inrnet.nn.resample import (Add, Concat, Downsample, Upsample, _scattered_nearest, add, concat, downsample,
-                                nearest_index, upsample)
+from inrnet.nn.resample import Add, Concat, Downsample, Upsample, add, concat, downsample, nearest_index, upsample
 from inrnet.sampling.points import grid, sobol
 from inrnet.testing.asserts import gradcheck_field, grid_field
 
@@ -79,13 +78,6 @@ def test_scattered_upsample_copies_shared_points_and_is_nearest_elsewhere():
         dist = [float(((points.coords[i] - points.coords[j]) ** 2).sum()) for j in range(50)]
         assert torch.equal(up.values[:, i], low.values[:, dist.index(min(dist))])
     assert nearest_index(low.points, points) is nearest_index(low.points, points)  # cached
-
-
-def test_torch_and_kdtree_nearest_agree():
-    source, target = PointSet(sobol(37, 3, seed=1)), PointSet(sobol(300, 3, seed=2))
-    brute = torch.cdist(target.coords.double(), source.coords.double()).argmin(1)
-    torch.testing.assert_close(_scattered_nearest(source, target, "kdtree"), brute, rtol=0, atol=0)
-    torch.testing.assert_close(_scattered_nearest(source, target, "torch", chunk=500), brute, rtol=0, atol=0)
 
 
 def test_add_and_concat_do_not_alias_inputs():

@@ -7,7 +7,7 @@ from numpy.polynomial import legendre as npleg
 from torch import nn
 
 from inrnet.field import Field, PointSet
-from inrnet.nn.functions import multi_indices
+from inrnet.nn.parametric import multi_indices
 from inrnet.nn.tokens import Tokenize, box_partition, token_moments
 from inrnet.sampling.points import sobol
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy.special import erf
 
-from inrnet import PointSet
-from inrnet.sampling import grid, grid_axes, halton, points, shrunk, sobol, uniform
+from inrnet import PointSet, _limits
+from inrnet.sampling import grid, grid_axes, halton, shrunk, sobol, uniform
 from inrnet.sampling.points import check_count, total_memory
 
 GENERATORS = {"sobol": sobol, "halton": halton, "uniform": uniform, "shrunk": shrunk}
@@ -203,7 +203,7 @@ def test_check_count_compares_with_the_device_memory(monkeypatch):
 
 def test_total_memory_of_the_machine(monkeypatch):
     assert total_memory("cpu")[0] == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    monkeypatch.setattr(points, "total_memory", lambda device=None: (64 * 2**30, "this machine"))
+    monkeypatch.setattr(_limits, "total_memory", lambda device=None: (64 * 2**30, "this machine"))
     with pytest.raises(ValueError, match=r"160,000,000,000 bytes \(149.0 GiB\) of float64 .* 68,719,476,736 bytes"):
         grid((100_000, 100_000))
 

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from inrnet.convert import ops
-from inrnet.convert.layers import BoxPool
-from inrnet.convert.rules import ConversionError, NodeInfo, Site, find_rule
-from inrnet.convert.windows import check_upsample_mode, flatten_field
+from inrnet.convert.box_pool import BoxPool
+from inrnet.convert.registry import ConversionError, NodeInfo, Site, find_rule
+from inrnet.convert.window_rules import check_upsample_mode, flatten_field
 from inrnet.field import PointSet, check_same_points
 
 __all__ = ["Lowered", "Call", "FUNCTION_RULES", "register_function"]

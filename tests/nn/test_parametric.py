@@ -6,7 +6,7 @@ import torch
 from numpy.polynomial import legendre as npleg
 
 from inrnet.field import Field, PointSet
-from inrnet.nn.functions import (InnerProduct, LegendreFunction, MLPFunction, Modulate, inner_product, legendre_1d,
+from inrnet.nn.parametric import (InnerProduct, LegendreFunction, MLPFunction, Modulate, inner_product, legendre_1d,
                                  legendre_basis, modulate, multi_indices)
 from inrnet.sampling.points import sobol
 

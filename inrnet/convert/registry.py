@@ -7,9 +7,15 @@ parameter names) and the points of its output field, or ``None`` for a layer tha
 field into a plain tensor (pooling to a fixed size, flatten). Modules applied to plain
 tensors (a squeeze-excitation MLP, the classifier) are not looked up: they run unchanged.
 
-This module holds the table and the rules for norms and pointwise layers; window layers
-(convolution, pooling, pooling to a size, flatten) are in `inrnet.convert.windows`,
-torchvision's and timm's own modules in `inrnet.convert.zoo`.
+This module is the bottom of the converter: it holds the table, the lookup and the helpers
+rules share, and imports no other module of `inrnet.convert`. The rule modules register
+into it when ``import inrnet.convert`` imports them (``inrnet/convert/__init__.py``):
+
+* `inrnet.convert.pointwise_rules`: norms, ``Linear``, activations and dropout;
+* `inrnet.convert.window_rules`: convolution, pooling, pooling to a size, flatten, upsampling;
+* `inrnet.convert.zoo_rules`: torchvision's and timm's own modules, registered by
+  [`load_zoo_rules`][inrnet.convert.load_zoo_rules] (which ``from_torch`` and ``trace`` call) so that
+  ``import inrnet.convert`` does not import timm.
 
 Rules are found by type; a subclass only inherits its parent's rule if it does not
 override ``forward``. [`register_rule`][inrnet.convert.register_rule] adds rules for other modules.
@@ -17,18 +23,14 @@ override ``forward``. [`register_rule`][inrnet.convert.register_rule] adds rules
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
 
-from inrnet.convert.layers import ChannelDropout
 from inrnet.field import PointSet
-from inrnet.nn import BatchNorm, ChannelLayerNorm, ChannelMixing, GroupNorm, InstanceNorm, Pointwise
 
-__all__ = ["ConversionError", "NodeInfo", "Site", "RULES", "register_rule", "find_rule", "copy_weights",
-           "check_site", "channel_layer_norm", "elementwise", "ELEMENTWISE"]
+__all__ = ["ConversionError", "NodeInfo", "Site", "RULES", "register_rule", "find_rule", "copy_weights", "check_site"]
 
 
 class ConversionError(ValueError):
@@ -91,7 +93,10 @@ class Site:
 
 
 Rule = Callable[[nn.Module, Site], tuple[nn.Module | None, PointSet | None]]
+"""``rule(module, site) -> (layer or None, output points or None)``."""
+
 RULES: dict[type, Rule] = {}
+"""The rule of each module type, filled by [`register_rule`][inrnet.convert.register_rule]."""
 
 
 def register_rule(*types: type) -> Callable[[Rule], Rule]:
@@ -108,8 +113,11 @@ def register_rule(*types: type) -> Callable[[Rule], Rule]:
 
 
 def find_rule(module: nn.Module) -> Rule | None:
-    """The rule for ``module``'s type, or for the nearest registered base whose ``forward`` it keeps."""
-    from inrnet.convert import windows, zoo  # noqa: F401  (register their rules)
+    """The rule for ``module``'s type, or for the nearest registered base whose ``forward`` it keeps.
+
+    It looks only at `RULES`: torchvision's and timm's own modules have their rules once
+    [`load_zoo_rules`][inrnet.convert.load_zoo_rules] has run (``from_torch`` and ``trace`` run it).
+    """
     for cls in type(module).__mro__:
         rule = RULES.get(cls)
         if rule is not None:
@@ -134,6 +142,7 @@ def copy_weights(new: nn.Module, old: nn.Module, reshape: bool = False) -> nn.Mo
     new.load_state_dict(state, strict=True)
     return new
 
+
 def check_site(module: nn.Module, site: Site, dim: int | None = None, layout: str = "first") -> None:
     """Raise unless the feature map at ``site`` is ``dim``-d (if given) and in ``layout``."""
     if dim is not None and dim != site.dim:
@@ -141,70 +150,3 @@ def check_site(module: nn.Module, site: Site, dim: int | None = None, layout: st
     if site.layout != layout:
         raise site.error(module, f"expects a channels-{layout} feature map, the CNN has it channels-{site.layout} "
                                  f"(shape {site.info.shape})")
-
-@register_rule(nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-def _batch_norm(m, site):
-    check_site(m, site, {nn.BatchNorm1d: 1, nn.BatchNorm2d: 2, nn.BatchNorm3d: 3}[type(m)])
-    return copy_weights(BatchNorm(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats), m), site.points
-
-
-@register_rule(nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
-def _instance_norm(m, site):
-    check_site(m, site, {nn.InstanceNorm1d: 1, nn.InstanceNorm2d: 2, nn.InstanceNorm3d: 3}[type(m)])
-    new = InstanceNorm(m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
-    return copy_weights(new, m), site.points
-
-
-@register_rule(nn.GroupNorm)
-def _group_norm(m, site):
-    check_site(m, site)
-    return copy_weights(GroupNorm(m.num_groups, m.num_channels, m.eps, m.affine), m), site.points
-
-
-def channel_layer_norm(m: nn.LayerNorm, site: Site, layout: str):
-    """A LayerNorm over the channels (``normalized_shape == (C,)``) of a ``layout`` feature map."""
-    check_site(m, site, layout=layout)
-    channels = site.info.shape[1] if layout == "first" else site.info.shape[-1]
-    if tuple(m.normalized_shape) != (channels,):
-        raise site.error(m, f"normalizes over {tuple(m.normalized_shape)}, only the {channels} channels of a feature "
-                            "map can be normalized pointwise")
-    new = ChannelLayerNorm(channels, m.eps, m.elementwise_affine)
-    if m.elementwise_affine and m.bias is None:
-        new.bias = None
-    return copy_weights(new, m), site.points
-
-
-@register_rule(nn.LayerNorm)
-def _layer_norm(m, site):
-    return channel_layer_norm(m, site, "last")
-
-
-@register_rule(nn.Linear)
-def _linear(m, site):
-    check_site(m, site, layout="last")
-    return copy_weights(ChannelMixing(m.in_features, m.out_features, bias=m.bias is not None), m), site.points
-
-
-def elementwise(m: nn.Module, site: Site):
-    """An elementwise module, copied (with ``inplace`` off) into [`Pointwise`][inrnet.nn.pointwise.Pointwise]."""
-    fn = copy.deepcopy(m)
-    if getattr(fn, "inplace", False):
-        fn.inplace = False
-    return Pointwise(fn), site.points
-
-
-ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.CELU, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
-               nn.Hardsigmoid, nn.Hardtanh, nn.Hardshrink, nn.Softshrink, nn.Sigmoid, nn.Tanh, nn.Softplus,
-               nn.Softsign, nn.Tanhshrink, nn.LogSigmoid, nn.Threshold, nn.Dropout, nn.AlphaDropout)
-register_rule(*ELEMENTWISE)(elementwise)
-
-
-@register_rule(nn.Identity)
-def _identity(m, site):
-    return None, site.points
-
-
-@register_rule(nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
-def _channel_dropout(m, site):
-    check_site(m, site)
-    return Pointwise(ChannelDropout(m.p)), site.points

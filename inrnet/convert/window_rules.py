@@ -15,11 +15,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from inrnet.convert.layers import BoxPool, CroppedBSplineConv, StridedChannelMixing, UpsampleToAncestor, adaptive_boxes
-from inrnet.convert.rules import Site, check_site, copy_weights, register_rule
+from inrnet.convert.box_pool import BoxPool, adaptive_boxes
+from inrnet.convert.registry import Site, check_site, copy_weights, register_rule
+from inrnet.convert.twin_layers import CroppedBSplineConv, StridedChannelMixing, UpsampleToAncestor
 from inrnet.field import PointSet
 from inrnet.nn import AvgPool, BSplineConv, ChannelMixing, MaxPool
-from inrnet.nn._geometry import output_points, window_support
+from inrnet.nn.geometry import as_tuple, output_points, window_support
 from inrnet.nn.resample import nearest_index
 
 __all__ = ["window_plan", "lower_conv", "adaptive_pool", "flatten_field", "UPSAMPLE_MODES", "check_upsample_mode"]
@@ -121,16 +122,12 @@ def _pool_pads(m, d: int) -> list[tuple[int, int]]:
     return [(p, p) for p in pad]
 
 
-def _as_tuple(v, d: int) -> tuple[int, ...]:
-    return tuple(v) if isinstance(v, Sequence) else (v,) * d
-
-
 def _pool_window(m, site: Site, d: int):
     """Kernel, stride and padding mode of a max or average pool, checked to be exact."""
     check_site(m, site, d)
-    k, pads = _as_tuple(m.kernel_size, d), _pool_pads(m, d)
-    stride = _as_tuple(m.stride if m.stride is not None else m.kernel_size, d)
-    if any(v != 1 for v in _as_tuple(getattr(m, "dilation", 1), d)):
+    k, pads = as_tuple(m.kernel_size, d), _pool_pads(m, d)
+    stride = as_tuple(m.stride if m.stride is not None else m.kernel_size, d)
+    if any(v != 1 for v in as_tuple(getattr(m, "dilation", 1), d)):
         raise site.error(m, f"dilation {m.dilation} is not supported (only 1)")
     if getattr(m, "return_indices", False):
         raise site.error(m, "return_indices=True is not supported")
@@ -165,7 +162,7 @@ def _avg_pool(m, site):
 
 def adaptive_pool(m, site: Site, output_size) -> BoxPool:
     """Adaptive average pooling to ``output_size`` (``None`` entries keep the size) as a [`BoxPool`][inrnet.convert.BoxPool]."""
-    size = tuple(n if o is None else int(o) for o, n in zip(_as_tuple(output_size, site.dim), site.spatial))
+    size = tuple(n if o is None else int(o) for o, n in zip(as_tuple(output_size, site.dim), site.spatial))
     if all(s == 1 for s in size):
         return BoxPool(None, site.dim)
     return BoxPool(adaptive_boxes(site.points.lattice, size), site.dim)

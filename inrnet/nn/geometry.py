@@ -1,4 +1,4 @@
-"""Window geometry shared by convolutions and pooling: supports and output points.
+"""Window geometry shared by convolutions, pooling and the converter: supports and output points.
 
 A discrete window of ``k`` taps along an axis whose pixels are ``h`` wide becomes a box
 support of half width ``k h / 2``; for even ``k`` the support is centred ``h / 2`` past
@@ -14,7 +14,7 @@ adds; see [`ContinuousConv`][inrnet.nn.conv.ContinuousConv]) or 0 (``"none"``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from inrnet.field import PointSet
 from inrnet.neighbors import Support, tiled_box
@@ -24,11 +24,29 @@ __all__ = ["PADDING_MODES", "as_tuple", "window_support", "output_points"]
 PADDING_MODES = ("zeros", "reflect", "symmetric", "none")
 
 
-def as_tuple(value, dim: int, name: str, kind=float) -> tuple:
-    """``value`` (a number or a sequence of ``dim`` numbers) as a ``dim``-tuple of ``kind``."""
+def as_tuple(value, dim: int, name: str = "value", kind: Callable | None = None) -> tuple:
+    """One entry per dimension: ``value`` repeated ``dim`` times, or a sequence of ``dim`` entries.
+
+    Args:
+        value: one entry for every dimension, or a sequence of ``dim`` entries.
+        dim: ``d``.
+        name: what ``value`` is, named in the errors.
+        kind: ``int`` or ``float``: convert every entry and require it positive (a kernel
+            size, stride or spacing); ``None`` keeps the entries as they are (a padding, an
+            offset, an output size with ``None`` entries).
+
+    Returns:
+        A ``dim``-tuple.
+
+    Raises:
+        ValueError: ``value`` has another number of entries, or (with ``kind``) an entry is
+            no positive number.
+    """
     items = tuple(value) if isinstance(value, Sequence) else (value,) * dim
     if len(items) != dim:
         raise ValueError(f"{name} needs {dim} entries (one per dimension), got {value!r}")
+    if kind is None:
+        return items
     try:
         out = tuple(kind(v) for v in items)
     except (TypeError, ValueError):
@@ -39,7 +57,16 @@ def as_tuple(value, dim: int, name: str, kind=float) -> tuple:
 
 
 def window_support(kernel_size: Sequence[int], spacing: Sequence[float], shape: str = "box") -> Support:
-    """The support of a discrete window of ``kernel_size`` taps ``spacing`` apart."""
+    """The support of a discrete window of ``kernel_size`` taps ``spacing`` apart.
+
+    Args:
+        kernel_size: taps ``k`` per axis.
+        spacing: the pixel size ``h`` per axis, in domain units.
+        shape: ``"box"`` or ``"ball"``.
+
+    Returns:
+        Half widths ``k h / 2``, centred ``h / 2`` past the output point along axes of even ``k``.
+    """
     half = tuple(k * h / 2 for k, h in zip(kernel_size, spacing))
     center = tuple(h / 2 if k % 2 == 0 else 0.0 for k, h in zip(kernel_size, spacing))
     return Support(half, shape, center)
@@ -49,8 +76,15 @@ def output_points(points: PointSet, support: Support, stride: Sequence[int] | in
                   padding: str = "zeros") -> PointSet:
     """Where a windowed layer with this support, stride and padding has outputs.
 
+    Args:
+        points: the layer's ``N`` input points.
+        support: the window's support.
+        stride: keep one point in ``prod(stride)`` (int or one per axis; see ``PointSet.downsample``).
+        padding: one of `PADDING_MODES`; ``"none"`` first keeps the points whose support
+            fits inside the box the points tile.
+
     Returns:
-        A point set derived from (and memoised on) ``points``.
+        The ``M`` output points, a point set derived from (and memoised on) ``points``.
     """
     if padding not in PADDING_MODES:
         raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")

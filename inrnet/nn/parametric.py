@@ -3,15 +3,15 @@
 A parametric function ``g: R^d -> R^K`` is a module evaluated at a [`PointSet`][inrnet.field.PointSet]'s
 coordinates (``Tensor[N, K]``). Two families:
 
-* [`LegendreFunction`][inrnet.nn.functions.LegendreFunction]: ``g(x) = sum_a c_a phi_a(x)`` over a separable basis of
+* [`LegendreFunction`][inrnet.nn.parametric.LegendreFunction]: ``g(x) = sum_a c_a phi_a(x)`` over a separable basis of
   products of rescaled 1D Legendre polynomials, orthonormal in ``L²(box)`` for the
   Lebesgue measure (``int_box phi_a phi_b dx = delta_ab``), so inner products with it are
   well conditioned. The basis is the *total degree* space ``{prod_k P_{n_k}(t_k) :
   sum_k n_k <= degree}`` (``binom(degree + d, d)`` functions) by default, or the tensor
   product space ``max_k n_k <= degree`` (``(degree + 1)^d``) with ``total=False``.
-* [`MLPFunction`][inrnet.nn.functions.MLPFunction]: a small MLP of the coordinates, for any domain.
+* [`MLPFunction`][inrnet.nn.parametric.MLPFunction]: a small MLP of the coordinates, for any domain.
 
-Uses: [`Modulate`][inrnet.nn.functions.Modulate] multiplies a field by ``g`` pointwise; [`InnerProduct`][inrnet.nn.functions.InnerProduct]
+Uses: [`Modulate`][inrnet.nn.parametric.Modulate] multiplies a field by ``g`` pointwise; [`InnerProduct`][inrnet.nn.parametric.InnerProduct]
 aggregates globally, ``out_k = sum_i <g_ik, f_i> = sum_i int f_i g_ik dx``, estimated by the
 quadrature sum ``sum_j w_j f_i(x_j) g_ik(x_j)`` with the point weights.
 """
@@ -24,8 +24,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from inrnet.field import Field, PointSet, _as_bounds
-from inrnet.nn.pointwise import check_field
+from inrnet.field import Field, PointSet, _as_bounds, check_field
 
 __all__ = ["legendre_1d", "multi_indices", "legendre_products", "legendre_basis", "inner_product", "modulate",
            "LegendreFunction", "MLPFunction", "Modulate", "InnerProduct"]
@@ -73,7 +72,7 @@ def legendre_products(t: Tensor, indices: Tensor) -> Tensor:
 
     Args:
         t (Tensor[N, d]): points in ``[-1, 1]^d``.
-        indices (Tensor[n_basis, d]): multi-indices, see [`multi_indices`][inrnet.nn.functions.multi_indices].
+        indices (Tensor[n_basis, d]): multi-indices, see [`multi_indices`][inrnet.nn.parametric.multi_indices].
 
     Returns:
         Tensor[N, n_basis].
@@ -97,7 +96,7 @@ def legendre_basis(coords: Tensor, degree: int, bounds=None, total: bool = True)
         total: total degree (True) or tensor-product (False) space.
 
     Returns:
-        Tensor[N, n_basis], columns in the order of [`multi_indices`][inrnet.nn.functions.multi_indices].
+        Tensor[N, n_basis], columns in the order of [`multi_indices`][inrnet.nn.parametric.multi_indices].
     """
     bounds = _as_bounds(bounds, coords.shape[-1])
     lo = torch.tensor([b[0] for b in bounds], dtype=coords.dtype, device=coords.device)

@@ -1,0 +1,191 @@
+"""The ``"embedding_bag"`` backend of [`atom_conv`][inrnet.nn._gather.atom_conv]: the pure-PyTorch fused
+gather and matmul, chunk by chunk, on any device.
+
+It walks the batch in chunks of output rows, gathers each chunk's ``Z = S f`` with
+``embedding_bag`` (weighted bag sums over CSR rows: the fastest gather-reduce torch has
+on CPU and GPU) and multiplies it with the atom weights while it is hot; it saves only
+the inputs for backward, which walks ``S^T`` the same way (see `inrnet.nn._gather` for
+the maths).
+
+Why chunked: ``Z`` has ``A`` times more rows than the output (9x for a 3x3 B-spline).
+Materialising it whole for a batch (75 MB for 32 x 1024 points x 9 atoms x 64 channels)
+makes the convolution memory-bound: fresh pages for every call and a round trip through
+DRAM between the gather and the matmul. The chunk budget, `CHUNK_BYTES`, is per device:
+
+* CPU, 2 MiB: about an L2 cache, so a chunk of ``Z`` is still in cache when the matmul
+  reads it;
+* CUDA (and other accelerators), 64 MiB: there a chunk has to (a) keep every gather and
+  matmul far longer than the few microseconds a launch costs (a 64 MiB chunk of float32
+  ``Z`` goes through memory twice and, at 64 output channels, is 2 GFLOP of matmul) and
+  (b) bound the scratch memory, which one chunk for the whole batch does not: 2.4 GB at
+  once for 64 samples x 4096 points x 9 atoms x 256 channels. The value follows from
+  these two bounds; it is not tuned by measurement.
+
+Its private data, derived from the plan's public CSR arrays and cached on the plan: one
+sample's bags as the arrays themselves, and copies stacked over the batch (bag
+``k * n_bags + r`` is bag ``r`` over the table rows of sample ``k``) while they take at
+most `STACK_BYTES`; beyond, each chunk shifts one sample's bags, so memory stays
+``O(nnz)`` at any batch size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+if TYPE_CHECKING:
+    from inrnet.nn._gather import GatherPlan
+
+__all__ = ["embedding_bag_conv", "CHUNK_BYTES", "STACK_BYTES"]
+
+CHUNK_BYTES = {"cpu": 2 << 20, "cuda": 64 << 20}
+"""Bytes of ``Z`` (or of ``U``) per chunk, by device type (module docstring); other
+accelerators use the CUDA budget."""
+STACK_BYTES = 256 << 20
+"""Largest batch-stacked copy of a plan's bags that is cached (beyond: shifted per chunk)."""
+
+
+@dataclass
+class _Bags:
+    """A CSR matrix for ``embedding_bag``: bag ``r`` sums ``value[e] * table[index[e]]``
+    over ``e in [ptr[r], ptr[r + 1])``, repeated over a batch without copies: bag
+    ``k * n_bags + r`` of a batch is bag ``r`` over the table rows of sample ``k``
+    (``index + k * stride``)."""
+
+    index: Tensor
+    ptr: Tensor
+    value: Tensor
+    stride: int
+
+    def rows(self, r0: int, r1: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """Batch bags ``[r0, r1)``: their entries (table rows of the batch) and offsets relative to the first."""
+        n_bags = self.ptr.numel() - 1
+        index, offsets, value, base = [], [], [], 0
+        for k in range(r0 // n_bags, (r1 - 1) // n_bags + 1):  # the samples the rows touch
+            s0, s1 = max(r0 - k * n_bags, 0), min(r1 - k * n_bags, n_bags)
+            e0, e1 = int(self.ptr[s0]), int(self.ptr[s1])
+            index.append(self.index[e0:e1] + k * self.stride if k else self.index[e0:e1])
+            offsets.append(self.ptr[s0:s1] - (e0 - base))
+            value.append(self.value[e0:e1])
+            base += e1 - e0
+        offsets.append(self.ptr.new_tensor([base]))
+        if len(index) == 1:
+            return index[0], torch.cat(offsets), value[0].to(dtype)
+        return torch.cat(index), torch.cat(offsets), torch.cat(value).to(dtype)
+
+    def stacked(self, b: int) -> _Bags:
+        """The same bags for a batch of ``b``, materialised (``b`` times the memory, no
+        per-chunk index arithmetic)."""
+        shift = torch.arange(b, device=self.index.device)[:, None]
+        nnz = self.index.numel()
+        ptr = torch.cat([(self.ptr[:-1][None, :] + shift * nnz).reshape(-1), self.ptr.new_tensor([b * nnz])])
+        return _Bags((self.index[None, :] + shift * self.stride).reshape(-1), ptr, self.value.repeat(b), 0)
+
+
+def _plan_bags(plan: GatherPlan) -> tuple[_Bags, _Bags]:
+    """One sample's bags: ``gather`` (rows ``(m, a)`` of ``S`` over the input rows,
+    ``Z = S f``) and ``scatter`` (rows ``(j, a)`` of ``S^T`` over the output-gradient
+    rows, ``U = S^T dg``), views of the plan's arrays."""
+    return (_Bags(plan.col, plan.rowptr, plan.value, plan.num_in),
+            _Bags(plan.row, plan.colptr, plan.value_t, plan.num_out))
+
+
+def _batch_bags(plan: GatherPlan, b: int) -> tuple[_Bags, _Bags]:
+    """The plan's bags for a batch of ``b``: stacked and cached on the plan while that
+    takes at most `STACK_BYTES`, else one sample's (shifted per chunk)."""
+    if 2 * b * plan.nnz * (plan.col.element_size() + plan.value.element_size()) > STACK_BYTES:
+        return _plan_bags(plan)
+    return plan.cached(("embedding_bag", "stacked", b), lambda: tuple(bags.stacked(b) for bags in _plan_bags(plan)))
+
+
+def _chunk_rows(row_bytes: int, device: torch.device, chunk_bytes: int | None) -> int:
+    """Rows per chunk so that a chunk of ``Z`` (or ``U``) takes about ``chunk_bytes``."""
+    budget = CHUNK_BYTES.get(device.type, CHUNK_BYTES["cuda"]) if chunk_bytes is None else chunk_bytes
+    return max(1, budget // max(1, row_bytes))
+
+
+def _bag_sum(table: Tensor, bags: _Bags, r0: int, r1: int) -> Tensor:
+    index, offsets, value = bags.rows(r0, r1, table.dtype)
+    return F.embedding_bag(index, table, offsets, mode="sum", per_sample_weights=value, include_last_offset=True)
+
+
+def _by_group(t: Tensor, groups: int, a: int) -> Tensor:
+    """``(r, A * g * c) -> (g, r, A * c)``."""
+    r = t.shape[0]
+    return t.view(r, a, groups, -1).permute(2, 0, 1, 3).reshape(groups, r, -1)
+
+
+class _AtomConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, atoms: Tensor, plan: GatherPlan, groups: int, chunk_bytes: int | None) -> Tensor:
+        b, n, c = x.shape
+        a, cg, o = atoms.shape
+        m, og = plan.num_out, o // groups
+        gather, _ = _batch_bags(plan, b)
+        w = atoms.view(a, cg, groups, og).permute(2, 0, 1, 3).reshape(groups, a * cg, og)  # (g, A*Cg, Og)
+        table = x.reshape(b * n, c)
+        out = x.new_empty(b * m, o)
+        step = _chunk_rows(a * c * x.element_size(), x.device, chunk_bytes)
+        for r0 in range(0, b * m, step):
+            r1 = min(r0 + step, b * m)
+            z = _bag_sum(table, gather, r0 * a, r1 * a).view(r1 - r0, a * c)  # (r, A*C), (m, a, c) order
+            if groups == 1:
+                torch.mm(z, w[0], out=out[r0:r1])
+            else:
+                out[r0:r1] = torch.bmm(_by_group(z, groups, a), w).permute(1, 0, 2).reshape(r1 - r0, o)
+        ctx.save_for_backward(x, atoms)
+        ctx.plan, ctx.groups, ctx.chunk_bytes = plan, groups, chunk_bytes
+        return out.view(b, m, o)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, atoms = ctx.saved_tensors
+        plan, groups = ctx.plan, ctx.groups
+        b, n, c = x.shape
+        a, cg, o = atoms.shape
+        og = o // groups
+        _, scatter = _batch_bags(plan, b)
+        table = grad.contiguous().view(b * plan.num_out, o)
+        xf = x.reshape(b * n, c)
+        w_t = atoms.view(a, cg, groups, og).permute(2, 0, 3, 1).reshape(groups, a * og, cg)  # (g, A*Og, Cg)
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad_x = torch.empty_like(xf) if need_x else None
+        grad_w = atoms.new_zeros(groups, cg, a * og) if need_w else None
+        step = _chunk_rows(a * o * x.element_size(), x.device, ctx.chunk_bytes)
+        for r0 in range(0, b * n, step):
+            r1 = min(r0 + step, b * n)
+            u = _by_group(_bag_sum(table, scatter, r0 * a, r1 * a).view(r1 - r0, a * o), groups, a)  # (g, r, A*Og)
+            if need_x and groups == 1:
+                torch.mm(u[0], w_t[0], out=grad_x[r0:r1])
+            elif need_x:
+                grad_x[r0:r1] = torch.bmm(u, w_t).permute(1, 0, 2).reshape(r1 - r0, c)
+            if need_w and groups == 1:
+                grad_w[0].addmm_(xf[r0:r1].t(), u[0])
+            elif need_w:
+                grad_w.baddbmm_(xf[r0:r1].view(r1 - r0, groups, cg).permute(1, 2, 0), u)
+        if need_w:  # (g, Cg, A, Og) -> (A, Cg, g * Og)
+            grad_w = grad_w.view(groups, cg, a, og).permute(2, 1, 0, 3).reshape(a, cg, o)
+        return (grad_x.view(b, n, c) if need_x else None), grad_w, None, None, None
+
+
+def embedding_bag_conv(values: Tensor, plan: GatherPlan, atoms: Tensor, groups: int,
+                       chunk_bytes: int | None) -> Tensor:
+    """``g[b, m] = sum_a (S f[b])[m, a] @ W_a`` with ``embedding_bag``, fused and chunked.
+
+    Args:
+        values: Tensor[B, N, C_in], contiguous.
+        plan: the sparse ``S [M * A, N]``.
+        atoms: Tensor[A, C_in / groups, C_out], contiguous.
+        groups: channel groups.
+        chunk_bytes: bytes of ``Z`` per chunk (None: `CHUNK_BYTES` of the device).
+
+    Returns:
+        Tensor[B, M, C_out].
+    """
+    return _AtomConv.apply(values, atoms, plan, groups, chunk_bytes)
