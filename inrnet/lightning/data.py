@@ -178,7 +178,7 @@ def open_dataset(dataset: str | os.PathLike | INRDatasetLike, split: str, root: 
     return get_dataset(str(dataset), split, root=root)
 
 
-_SPEC = re.compile(r"^\s*(?P<scheme>[a-z]+)\s*:\s*(?P<size>\d+(?:\s*x\s*\d+)*)\s*$")
+_SPEC = re.compile(r"^\s*(?P<scheme>[a-z]+)\s*:\s*(?P<size>\d+(?:\s*x\s*\d+)*|\d+\s*-\s*\d+)\s*$")
 
 
 def parse_sampler(spec: str | Sampler, dim: int | None = None, *, seed: int = 0, rescramble: bool = True,
@@ -186,8 +186,10 @@ def parse_sampler(spec: str | Sampler, dim: int | None = None, *, seed: int = 0,
     """A [`Sampler`][inrnet.sampling.sampler.Sampler] from a spec string (a Sampler is returned as is).
 
     ``"sobol:1024"`` (also ``halton``, ``shrunk``, ``mc``) draws 1024 points in ``[-1, 1]^dim``
-    (``dim`` default 2); ``"grid:28x28"`` is the grid of cell centres of a 28x28 image
-    (``"grid:28"`` in 1D; if ``dim`` is given the grid's rank must equal it).
+    (``dim`` default 2); ``"sobol:784-3136"`` draws a fresh count per step, log-uniformly
+    between 784 and 3136 (mixed-density training; rescrambling samplers only);
+    ``"grid:28x28"`` is the grid of cell centres of a 28x28 image (``"grid:28"`` in 1D; if
+    ``dim`` is given the grid's rank must equal it).
 
     Raises:
         ValueError: a malformed spec, an unknown scheme, or a grid of the wrong rank.
@@ -196,10 +198,16 @@ def parse_sampler(spec: str | Sampler, dim: int | None = None, *, seed: int = 0,
         return spec
     match = _SPEC.match(str(spec))
     if match is None:
-        raise ValueError(f"sampler spec must look like 'sobol:1024' or 'grid:28x28', got {spec!r}")
-    scheme, sizes = match["scheme"], [int(s) for s in re.split(r"\s*x\s*", match["size"])]
+        raise ValueError(f"sampler spec must look like 'sobol:1024', 'sobol:784-3136' or 'grid:28x28', got {spec!r}")
+    scheme = match["scheme"]
     if scheme not in SCHEMES:
         raise ValueError(f"unknown sampling scheme {scheme!r} in {spec!r}; choose one of {SCHEMES}")
+    if "-" in match["size"]:
+        if scheme == "grid":
+            raise ValueError(f"a grid has one size, not a range: {spec!r}")
+        lo, hi = (int(v) for v in match["size"].split("-"))
+        return Sampler(scheme, (lo, hi), dim or 2, seed=seed, rescramble=rescramble, device=device)
+    sizes = [int(s) for s in re.split(r"\s*x\s*", match["size"])]
     if scheme == "grid":
         if dim is not None and len(sizes) != dim:
             raise ValueError(f"grid spec {spec!r} has {len(sizes)} axes but the INRs take {dim} coordinates")
@@ -212,6 +220,9 @@ def parse_sampler(spec: str | Sampler, dim: int | None = None, *, seed: int = 0,
 def setting_name(spec: str | Sampler) -> str:
     """A metric-friendly name of a sampler spec: ``"sobol:784" -> "sobol_784"``, ``"grid:28x28" -> "grid_28x28"``."""
     if isinstance(spec, Sampler):
-        size = "x".join(map(str, spec.shape)) if spec.scheme == "grid" else str(spec.n)
+        if spec.scheme == "grid":
+            size = "x".join(map(str, spec.shape))
+        else:
+            size = str(spec.n) if spec.n_range is None else "-".join(map(str, spec.n_range))
         return f"{spec.scheme}_{size}"
     return re.sub(r"\s+", "", str(spec)).replace(":", "_")

@@ -18,10 +18,14 @@ def test_parse_sampler_specs():
     assert parse_sampler("mc:10").scheme == "mc" and parse_sampler("halton:10").scheme == "halton"
     assert setting_name("grid:28x28") == "grid_28x28" and setting_name("sobol:784") == "sobol_784"
     assert setting_name(g) == "grid_4x6"
+    mixed = parse_sampler("sobol: 784 - 3136", seed=1)
+    assert mixed.n_range == (784, 3136) and 784 <= mixed().n <= 3136
+    assert setting_name(mixed) == "sobol_784-3136" and setting_name("sobol:784-3136") == "sobol_784-3136"
 
 
 @pytest.mark.parametrize("spec,match", [("sobol", "look like"), ("sobol:0", "positive"), ("foo:10", "unknown"),
-                                        ("sobol:4x4", "one number"), ("grid:4x4x4", "3 axes")])
+                                        ("sobol:4x4", "one number"), ("grid:4x4x4", "3 axes"),
+                                        ("grid:4-8", "not a range"), ("sobol:64-32", "range")])
 def test_parse_sampler_rejects(spec, match):
     with pytest.raises(ValueError, match=match):
         parse_sampler(spec, dim=2)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from inrnet import PointSet
+from inrnet import PointSet, _limits
 from inrnet.lightning.data import parse_sampler
-from inrnet.sampling import SCHEMES, Sampler, grid, halton, points, shrunk, sobol, uniform
+from inrnet.sampling import SCHEMES, Sampler, grid, halton, shrunk, sobol, uniform
 
 
 @pytest.mark.parametrize("scheme", ["sobol", "halton", "shrunk", "mc"])
@@ -93,7 +93,7 @@ def test_absurd_sizes_are_refused_when_the_sampler_is_made(make):
 
 
 def test_a_config_grid_too_big_for_the_machine_is_refused(monkeypatch):
-    monkeypatch.setattr(points, "total_memory", lambda device=None: (64 * 2**30, "this machine"))
+    monkeypatch.setattr(_limits, "total_memory", lambda device=None: (64 * 2**30, "this machine"))
     with pytest.raises(ValueError, match=r"10,000,000,000 points in 2 dimensions need 160,000,000,000 bytes"):
         parse_sampler("grid:100000x100000")
 
@@ -134,3 +134,33 @@ def test_fixed_samplers_do_not_count():
 def test_load_state_dict_rejects_bad_states(state):
     with pytest.raises(ValueError, match="a Sampler state is"):
         Sampler("sobol", n=8).load_state_dict(state)
+
+
+def test_a_count_range_draws_a_log_uniform_count_per_call_reproducibly():
+    a, b = Sampler("sobol", (64, 1024), seed=3), Sampler("sobol", (64, 1024), seed=3)
+    counts = [a().n for _ in range(200)]
+    assert counts == [b().n for _ in range(200)]
+    assert min(counts) >= 64 and max(counts) <= 1024 and len(set(counts)) > 50
+    # log-uniform: about half the draws below the geometric mean 256
+    assert 0.35 < sum(c < 256 for c in counts) / len(counts) < 0.65
+    assert Sampler("sobol", (100, 100))().n == 100
+
+
+def test_a_count_range_resumes_with_the_same_counts():
+    a = Sampler("sobol", (64, 1024), seed=1)
+    for _ in range(5):
+        a()
+    b = Sampler("sobol", (64, 1024), seed=1)
+    b.load_state_dict(a.state_dict())
+    assert [a().n for _ in range(5)] == [b().n for _ in range(5)]
+
+
+@pytest.mark.parametrize("bad", [(0, 10), (10, 5), (1, 2, 3), (1.5, 4), (True, 4)])
+def test_bad_count_ranges_raise(bad):
+    with pytest.raises(ValueError, match="point-count range"):
+        Sampler("sobol", bad)
+
+
+def test_a_fixed_sampler_refuses_a_count_range():
+    with pytest.raises(ValueError, match="fixed"):
+        Sampler("sobol", (64, 128), rescramble=False)
