@@ -1,10 +1,10 @@
-"""The ``"embedding_bag"`` backend of [`atom_conv`][inrnet.nn._gather.atom_conv]: the pure-PyTorch fused
+"""The ``"embedding_bag"`` backend of [`atom_conv`][inrnet.nn.gather.atom_conv]: the pure-PyTorch fused
 gather and matmul, chunk by chunk, on any device.
 
 It walks the batch in chunks of output rows, gathers each chunk's ``Z = S f`` with
 ``embedding_bag`` (weighted bag sums over CSR rows: the fastest gather-reduce torch has
 on CPU and GPU) and multiplies it with the atom weights while it is hot; it saves only
-the inputs for backward, which walks ``S^T`` the same way (see `inrnet.nn._gather` for
+the inputs for backward, which walks ``S^T`` the same way (see `inrnet.nn.gather` for
 the maths).
 
 Why chunked: ``Z`` has ``A`` times more rows than the output (9x for a 3x3 B-spline).
@@ -39,7 +39,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 if TYPE_CHECKING:
-    from inrnet.nn._gather import GatherPlan
+    from inrnet.nn.gather import GatherPlan
 
 __all__ = ["embedding_bag_conv", "CHUNK_BYTES", "STACK_BYTES"]
 

@@ -13,8 +13,8 @@ convention of ``torch.nn.Conv2d``):
   [`ContinuousConv.expansion_key`][inrnet.nn.conv.ContinuousConv.expansion_key] (what the cached plan depends on):
   B-spline, Legendre and binned MLP kernels. They run the fast path, linear in the number
   of pairs: a sparse gather onto atoms, built once per point set as a
-  [`GatherPlan`][inrnet.nn._gather.GatherPlan], then one matmul
-  ([`atom_conv`][inrnet.nn._gather.atom_conv], whose backends are pluggable).
+  [`GatherPlan`][inrnet.nn.gather.GatherPlan], then one matmul
+  ([`atom_conv`][inrnet.nn.gather.atom_conv], whose backends are pluggable).
 * any other kernel implements [`ContinuousConv.pair_kernel`][inrnet.nn.conv.ContinuousConv.pair_kernel] (``K`` at every pair,
   ``Tensor[E, C_in / groups, C_out]``): the exact MLP kernel. This per-pair path
   ([`conv_pairs`][inrnet.nn.conv.conv_pairs]) is also the reference the fast path is tested against.
@@ -56,7 +56,7 @@ from torch import Tensor, nn
 
 from inrnet.field import Field, PointSet, check_field
 from inrnet.neighbors import Neighbors, Support, neighbors
-from inrnet.nn._gather import GatherPlan, atom_conv
+from inrnet.nn.gather import GatherPlan, atom_conv
 from inrnet.nn._segment import gather, segment_sum, segment_weight_sum
 from inrnet.nn.geometry import PADDING_MODES, as_tuple, output_points
 from inrnet.nn.kernels import bin_seeds
@@ -249,7 +249,7 @@ class ContinuousConv(nn.Module):
             queries: the M output points.
 
         Returns:
-            The plan that [`atom_conv`][inrnet.nn._gather.atom_conv] contracts with
+            The plan that [`atom_conv`][inrnet.nn.gather.atom_conv] contracts with
             [`atoms`][inrnet.nn.conv.ContinuousConv.atoms].
         """
         nbrs = self._neighbors(points, queries)

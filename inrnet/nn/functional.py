@@ -4,7 +4,7 @@ Each function lives beside its module (``conv.py``, ``norm.py``, ``pool.py``, â€
 file only gathers them.
 """
 
-from inrnet.nn._gather import atom_conv
+from inrnet.nn.gather import atom_conv
 from inrnet.nn.attention import attention
 from inrnet.nn.augment import affine, drop_points, flip, jitter, reflect
 from inrnet.nn.conv import conv_pairs, support_fraction

@@ -9,7 +9,7 @@ import torch
 
 from inrnet.field import PointSet
 from inrnet.neighbors import find_neighbors
-from inrnet.nn._gather import atom_conv, list_backends
+from inrnet.nn.gather import atom_conv, list_backends
 from inrnet.nn.bspline_conv import BSplineConv
 from inrnet.nn.conv import conv_pairs
 from inrnet.nn.learned_conv import LegendreConv, MLPConv

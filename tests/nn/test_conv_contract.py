@@ -11,7 +11,7 @@ import inrnet.nn.conv
 import inrnet.nn.functional
 from inrnet.field import Field, PointSet
 from inrnet.neighbors import Support
-from inrnet.nn._gather import GatherPlan, atom_conv
+from inrnet.nn.gather import GatherPlan, atom_conv
 from inrnet.nn.bspline_conv import BSplineConv
 from inrnet.nn.conv import ContinuousConv
 from inrnet.nn.learned_conv import LegendreConv, MLPConv

@@ -9,8 +9,8 @@ import torch
 
 from inrnet.field import Field, PointSet
 from inrnet.neighbors import neighbors
-from inrnet.nn import _embedding_bag, _gather
-from inrnet.nn._gather import atom_conv, list_backends, register_backend
+from inrnet.nn import _embedding_bag, gather as _gather
+from inrnet.nn.gather import atom_conv, list_backends, register_backend
 from inrnet.nn.bspline_conv import BSplineConv
 from inrnet.nn.conv import conv_pairs
 from inrnet.nn.learned_conv import LegendreConv

@@ -1,5 +1,5 @@
 """The fast path of a linear-kernel convolution: a sparse gather onto kernel atoms and a
-dense matmul, behind one function, [`atom_conv`][inrnet.nn._gather.atom_conv], with pluggable backends.
+dense matmul, behind one function, [`atom_conv`][inrnet.nn.gather.atom_conv], with pluggable backends.
 
 For a kernel ``K(delta) = sum_a phi_a(delta) W_a`` the continuous convolution at output
 point ``m`` is
@@ -11,7 +11,7 @@ row per (output point, atom), one entry per (neighbour pair, non-zero atom), val
 ``w_j phi_a``) and a dense matmul with the atom weights, which is where the FLOPs are —
 the im2col view of a discrete convolution, with ``S`` playing im2col. ``S`` depends only
 on the points and the support, so it is built once
-([`GatherPlan.from_pairs`][inrnet.nn._gather.GatherPlan.from_pairs]) and cached on the point set.
+([`GatherPlan.from_pairs`][inrnet.nn.gather.GatherPlan.from_pairs]) and cached on the point set.
 
 The backward pass never forms ``dZ``: with ``U = S^T dg`` (for each input point ``j``
 and atom ``a``, ``U[j, a] = sum_m S[(m, a), j] dg_m``),
@@ -20,8 +20,8 @@ and atom ``a``, ``U[j, a] = sum_m S[(m, a), j] dg_m``),
 
 one more sparse gather (``S`` read the other way round) and two matmuls.
 
-Backends (torchvision's ``roi_align`` is the model): [`atom_conv`][inrnet.nn._gather.atom_conv] hands the inputs
-to a registered backend ([`register_backend`][inrnet.nn._gather.register_backend]), a function over the plan's
+Backends (torchvision's ``roi_align`` is the model): [`atom_conv`][inrnet.nn.gather.atom_conv] hands the inputs
+to a registered backend ([`register_backend`][inrnet.nn.gather.register_backend]), a function over the plan's
 public CSR arrays. ``"embedding_bag"`` (`inrnet.nn._embedding_bag`, pure PyTorch, any
 device, chunked so the gathered atoms stay bounded) is built in; a compiled Triton or
 CUDA kernel registers beside it and ``backend="auto"`` takes it where it runs. Every
@@ -54,8 +54,8 @@ class GatherPlan:
     """The sparse matrix ``S [M * A, N]`` in CSR form, and its transpose for the backward pass.
 
     Row ``r = m * A + a`` of ``S`` is output point ``m``, atom ``a``; zero entries are
-    dropped. Build one with [`from_pairs`][inrnet.nn._gather.GatherPlan.from_pairs]. A backend reads these arrays
-    (and may derive its own from them, cached with [`cached`][inrnet.nn._gather.GatherPlan.cached]).
+    dropped. Build one with [`from_pairs`][inrnet.nn.gather.GatherPlan.from_pairs]. A backend reads these arrays
+    (and may derive its own from them, cached with [`cached`][inrnet.nn.gather.GatherPlan.cached]).
 
     Attributes:
         rowptr: Tensor[M * A + 1], the entries of row ``r`` of ``S`` are ``rowptr[r]:rowptr[r + 1]``.
@@ -127,7 +127,7 @@ class GatherPlan:
 
 AtomConvBackend = Callable[[Tensor, GatherPlan, Tensor, int, int | None], Tensor]
 """``fn(values, plan, atoms, groups, chunk_bytes) -> out``; see
-[`register_backend`][inrnet.nn._gather.register_backend]."""
+[`register_backend`][inrnet.nn.gather.register_backend]."""
 
 
 @dataclass(frozen=True)
@@ -142,12 +142,12 @@ _BACKENDS: dict[str, _Backend] = {}
 
 def register_backend(name: str, fn: AtomConvBackend, *, devices: Sequence[str] | None = None,
                      priority: int = 0) -> None:
-    """Make ``fn`` a backend of [`atom_conv`][inrnet.nn._gather.atom_conv], ``atom_conv(..., backend=name)``.
+    """Make ``fn`` a backend of [`atom_conv`][inrnet.nn.gather.atom_conv], ``atom_conv(..., backend=name)``.
 
     ``fn(values, plan, atoms, groups, chunk_bytes)`` gets
 
     * ``values``: Tensor[B, N, C_in], contiguous, on the plan's device;
-    * ``plan``: the [`GatherPlan`][inrnet.nn._gather.GatherPlan] of ``S [M * A, N]``
+    * ``plan``: the [`GatherPlan`][inrnet.nn.gather.GatherPlan] of ``S [M * A, N]``
       (``rowptr``, ``col``, ``value``; ``colptr``, ``row``, ``value_t`` for ``S^T``);
     * ``atoms``: Tensor[A, C_in / groups, C_out], contiguous, ``values``' dtype;
     * ``groups``: channel groups (input channel block ``k`` meets output block ``k``);
@@ -177,7 +177,7 @@ def register_backend(name: str, fn: AtomConvBackend, *, devices: Sequence[str] |
 
 
 def list_backends(device: torch.device | str | None = None) -> list[str]:
-    """The registered backends of [`atom_conv`][inrnet.nn._gather.atom_conv].
+    """The registered backends of [`atom_conv`][inrnet.nn.gather.atom_conv].
 
     Args:
         device: list only those that run on it (default: all).
@@ -215,7 +215,7 @@ def atom_conv(values: Tensor, plan: GatherPlan, atoms: Tensor, groups: int = 1,
         groups: channel groups (``C_in`` and ``C_out`` divisible by it).
         chunk_bytes: the backend's scratch budget in bytes (default: the backend's for the
             device, e.g. ``CHUNK_BYTES`` in `inrnet.nn._embedding_bag`).
-        backend: a registered backend ([`list_backends`][inrnet.nn._gather.list_backends]), or ``"auto"``: the
+        backend: a registered backend ([`list_backends`][inrnet.nn.gather.list_backends]), or ``"auto"``: the
             best one for the device of ``values``.
 
     Returns:
