@@ -8,8 +8,13 @@ draws a fresh scramble of its sampler at every step (the same on every DDP rank,
 the samplers are seeded alike: one point set per global minibatch); evaluation uses a
 fixed point set per setting, so neighbour searches are cached across batches.
 
+Training batches can be augmented (``train_transforms``, ``point_dropout``): the INRs are
+evaluated at randomly transformed coordinates, ``f o T`` on the untransformed points, and
+segmentation labels are looked up at the same ``T`` of their query points.
+
 Checkpoints hold where training stands in all of this (the pass over the data and the
-batch within it, the sampler's scramble counter, the label-point generator), so
+batch within it, the sampler's scramble counter, the label-point and augmentation
+generators), so
 ``fit(ckpt_path=...)`` continues the same sequence of batches and point sets.
 
 Every INR's values are mapped from its family's ``value_range`` to ``[0, 1]``, so INRs of
@@ -19,7 +24,8 @@ different families (SIREN train, Fourier-feature test) and pixel images agree.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +38,7 @@ from inrnet.field import Field, PointSet
 from inrnet.inr import INRBatch, sample
 from inrnet.lightning.data import (INRDatasetLike, SubsetINRDataset, open_dataset, parse_sampler, random_subset,
                                    setting_name)
+from inrnet.nn.augment import Compose, PointDropout, drop_points
 from inrnet.sampling import grid
 
 __all__ = ["Batch", "INRDataModule", "IGNORE_INDEX"]
@@ -169,7 +176,19 @@ class INRDataModule(LightningDataModule):
             too, where the DataModule shards the items itself like a ``DistributedSampler``.
         num_workers: DataLoader workers (they only read parameters).
         chunk_size: INRs per batched evaluation in [`sample`][inrnet.inr.evaluate.sample].
-        seed: seeds the subsets, the data order and the samplers.
+        seed: seeds the subsets, the data order, the samplers and the augmentations.
+        train_transforms: coordinate augmentations of training batches, applied in order (e.g.
+            [`RandomFlip`][inrnet.nn.augment.RandomFlip], [`RandomAffine`][inrnet.nn.augment.RandomAffine];
+            in a config, ``class_path``/``init_args`` entries): callables mapping coords Tensor[B, N, d]
+            to Tensor[B, N, d], one draw per INR. Each step's INRs are evaluated at ``T(x)``
+            ([`sample`][inrnet.inr.evaluate.sample]'s ``transform``) on the untransformed points ``x``; segmentation
+            targets are the labels at ``T`` of the query points (nearest label pixel,
+            [`IGNORE_INDEX`][inrnet.lightning.datamodule.IGNORE_INDEX] outside the domain). Their ``generator`` must be
+            left unset: the DataModule sets its own, seeded by ``seed`` and saved in
+            checkpoints. Evaluation batches are never augmented.
+        point_dropout: drop each training point with this probability before evaluating the
+            INRs ([`drop_points`][inrnet.nn.augment.drop_points], weights rescaled; in ``[0, 1)``), from the same
+            generator. In a model, use [`PointDropout`][inrnet.nn.augment.PointDropout] instead.
     """
 
     def __init__(self, dataset: Any = "fashion_mnist", root: str | None = None, train_split: str = "train",
@@ -178,7 +197,8 @@ class INRDataModule(LightningDataModule):
                  val_samplers: Sequence[str] | None = None, test_samplers: Sequence[str] = ("sobol:1024",),
                  train_label_points: int | None = None, eval_label_stride: int = 1, limit_train: int | None = None,
                  limit_val: int | None = None, limit_test: int | None = None, val_size: int = 0,
-                 shuffle: bool = True, num_workers: int = 0, chunk_size: int = 64, seed: int = 0):
+                 shuffle: bool = True, num_workers: int = 0, chunk_size: int = 64, seed: int = 0,
+                 train_transforms: list[Callable] | None = None, point_dropout: float = 0.0):
         super().__init__()
         for key, value in (("batch_size", batch_size), ("eval_label_stride", eval_label_stride),
                            ("chunk_size", chunk_size)):
@@ -206,8 +226,30 @@ class INRDataModule(LightningDataModule):
         self._queries: dict[tuple, tuple[PointSet, Tensor]] = {}
         self._label_rng = torch.Generator().manual_seed(seed)
         self._sampler_states: dict[str, dict[str, int]] = {}  # from a checkpoint, for samplers made later
+        self._augment_rng = torch.Generator().manual_seed(seed + 2)  # seed, seed + 1: samplers, hold-out
+        self.train_transforms = self._own(list(train_transforms or []))
+        self._augment = Compose(self.train_transforms) if self.train_transforms else None
+        if not (isinstance(point_dropout, (int, float)) and 0.0 <= point_dropout < 1.0):
+            raise ValueError(f"point_dropout must be in [0, 1), got {point_dropout!r}")
+        self.point_dropout = float(point_dropout)
         if val_split is None and not val_size:
             self.val_dataloader = None  # no validation: Lightning skips the loop
+
+    def _own(self, transforms: list[Callable]) -> list[Callable]:
+        """Point every transform's (and nested ``Compose``'s) ``generator`` at the DataModule's one."""
+        for t in transforms:
+            if isinstance(t, PointDropout):
+                raise ValueError("PointDropout acts on Fields, not coordinates: use point_dropout=p of the "
+                                 "DataModule, or put it in the model")
+            if not callable(t):
+                raise TypeError(f"train_transforms must be callables coords -> coords, got {type(t).__name__}")
+            if hasattr(t, "generator"):
+                if t.generator is not None:
+                    raise ValueError(f"{t!r} has a generator of its own; leave it unset: the DataModule draws "
+                                     "augmentations from its generator (seeded by seed, saved in checkpoints)")
+                t.generator = self._augment_rng
+            self._own(list(getattr(t, "transforms", [])))
+        return transforms
 
     # datasets ----------------------------------------------------------------------
     def _open(self, split: str) -> INRDatasetLike:
@@ -342,9 +384,10 @@ class INRDataModule(LightningDataModule):
         """What training has drawn so far; Lightning saves it in every checkpoint.
 
         Returns:
-            ``{"samplers": {"train/0": {"calls": c}}, "label_rng": ByteTensor}``: the training
-            sampler's scramble counter and the state of the generator that picks the
-            segmentation label points. (The data order is the training DataLoader's state.)
+            ``{"samplers": {"train/0": {"calls": c}}, "label_rng": ByteTensor, "augment_rng":
+            ByteTensor}``: the training sampler's scramble counter and the states of the
+            generators that pick the segmentation label points and draw the augmentations.
+            (The data order is the training DataLoader's state.)
         """
         samplers: dict[str, dict[str, int]] = {}
         for (stage, index, _, _), sampler in self._samplers.items():
@@ -352,7 +395,8 @@ class INRDataModule(LightningDataModule):
             # One per setting unless make_batch ran on a second device too: keep the one training advanced.
             if stage == "train" and state["calls"] >= samplers.get(f"{stage}/{index}", {"calls": -1})["calls"]:
                 samplers[f"{stage}/{index}"] = state
-        return {"samplers": samplers, "label_rng": self._label_rng.get_state()}
+        return {"samplers": samplers, "label_rng": self._label_rng.get_state(),
+                "augment_rng": self._augment_rng.get_state()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Continue from a `state_dict()`; ``fit(ckpt_path=...)`` calls it before training resumes.
@@ -369,6 +413,8 @@ class INRDataModule(LightningDataModule):
             if f"{stage}/{index}" in self._sampler_states:
                 sampler.load_state_dict(self._sampler_states[f"{stage}/{index}"])
         self._label_rng.set_state(state_dict["label_rng"])
+        if "augment_rng" in state_dict:  # absent from checkpoints made before augmentation existed
+            self._augment_rng.set_state(state_dict["augment_rng"])
 
     def make_batch(self, inrs: INRBatch, labels: Tensor, stage: str = "train", index: int = 0) -> Batch:
         """Evaluate INRs on the stage's point set (on their device) into a [`Batch`][inrnet.lightning.datamodule.Batch].
@@ -380,14 +426,36 @@ class INRDataModule(LightningDataModule):
             index: the evaluation setting (DataLoader index) of the stage.
         """
         sampler = self.sampler(stage, index, inrs.family.in_features, inrs.device)
-        field = sample(inrs, sampler(), chunk_size=self.chunk_size)
+        points, train = sampler(), stage == "train"
+        if train and self.point_dropout:
+            points = drop_points(points, self.point_dropout, self._augment_rng)
+        query, target = (None, labels) if labels.dim() == 1 else self._label_points(labels, stage)
+        transform = None
+        if train and self._augment is not None:
+            moved = self._augmented_coords(points, query, len(inrs))  # (B, N [+ M], d)
+
+            def transform(coords: Tensor) -> Tensor:
+                return moved[:, :points.n]  # (B, N, d): T_b(coords), the draw the label points got too
+            if query is not None:
+                target = _labels_at(labels, moved[:, points.n:])  # (B, M)
+        field = sample(inrs, points, chunk_size=self.chunk_size, transform=transform)
         lo, hi = inrs.family.value_range
         field = field.replace((field.values - lo) * (1.0 / (hi - lo)))  # (B, N, C) in [0, 1]
-        name = setting_name(self.specs[stage][index])
-        if labels.dim() == 1:
-            return Batch(self.format_inputs(field, sampler), labels, name)
-        query, target = self._label_points(labels, stage)
-        return Batch(self.format_inputs(field, sampler), target, name, query)
+        return Batch(self.format_inputs(field, sampler), target, setting_name(self.specs[stage][index]), query)
+
+    def _augmented_coords(self, points: PointSet, query: PointSet | None, b: int) -> Tensor:
+        """One draw of the training transforms per INR, at the input and the label points together.
+
+        Returns:
+            Tensor[B, N + M, d]: ``T_b`` of the N input coords, then of the M query coords.
+        """
+        coords = points.coords if query is None else torch.cat([points.coords, query.coords.to(points.coords)])
+        coords = coords.unsqueeze(0).expand(b, -1, -1)  # (B, N + M, d): one leading index per INR
+        moved = self._augment(coords)
+        if not isinstance(moved, Tensor) or moved.shape != coords.shape:
+            raise ValueError(f"train_transforms must map coords {tuple(coords.shape)} ([B, N, d]) to the same "
+                             f"shape, got {tuple(getattr(moved, 'shape', ())) or type(moved).__name__}")
+        return moved.to(points.device)
 
     def format_inputs(self, field: Field, sampler) -> Field | Tensor:
         """What the model takes: the Field itself for INR-Nets."""
@@ -411,3 +479,24 @@ class INRDataModule(LightningDataModule):
             self._queries[key] = (PointSet(grid(shape, device=labels.device)[index]), index)
         query, index = self._queries[key]
         return query, flat[:, index]
+
+
+def _labels_at(labels: Tensor, coords: Tensor) -> Tensor:
+    """The label of the cell of each map holding each point; ``IGNORE_INDEX`` outside ``[-1, 1]^d``.
+
+    Args:
+        labels (Tensor[B, *shape]): label maps, cell ``i`` of axis ``k`` centred at
+            ``-1 + (2 i + 1) / shape[k]`` as in [`grid`][inrnet.sampling.points.grid].
+        coords (Tensor[B, M, d]): one point set per map.
+
+    Returns:
+        Tensor[B, M] (long).
+    """
+    shape = torch.tensor(labels.shape[1:], device=coords.device)  # (d,)
+    cell = torch.floor((coords.double() + 1.0) * 0.5 * shape).long()  # (B, M, d)
+    inside = ((cell >= 0) & (cell < shape)).all(-1)  # (B, M)
+    cell = torch.minimum(cell.clamp(min=0), shape - 1)
+    strides = torch.tensor([math.prod(labels.shape[2 + k:]) for k in range(len(shape))], device=coords.device)
+    flat = labels.flatten(1).long().to(coords.device)  # (B, H * W)
+    out = flat.gather(1, (cell * strides).sum(-1))  # (B, M)
+    return torch.where(inside, out, torch.full_like(out, IGNORE_INDEX)).to(labels.device)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
@@ -25,6 +26,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardInd
 from inrnet.field import PointSet
 from inrnet.lightning.base import TaskModule
 from inrnet.lightning.datamodule import IGNORE_INDEX, Batch
+from inrnet.lightning.render import render_labels
 
 __all__ = ["INRSegmenter", "PixelSegmenter", "logits_at"]
 
@@ -66,12 +68,20 @@ class INRSegmenter(TaskModule):
         optimizer: ``"adamw"`` or ``"sgd"``.
 
     Shapes:
-        ``forward(inputs, query) -> logits Tensor[B, M, K]`` at the M query points;
-        ``predict_step`` returns ``{"logits": [B, M, K], "pred": [B, M], "target": [B, M],
-        "coords": [M, d]}``.
+        ``forward(inputs, query) -> logits Tensor[B, M, K]`` at the M query points, which is
+        ``decode(encode(inputs), query)``; ``predict_step`` returns ``{"logits": [B, M, K],
+        "pred": [B, M], "target": [B, M], "coords": [M, d]}``, or, while `render_shape` is
+        set (by [`LabelMapWriter`][inrnet.lightning.render.LabelMapWriter]), ``{"labels":
+        [B, *render_shape]}`` (uint8 for K <= 256 classes, else int64), the label maps on that
+        grid, computed by [`render_labels`][inrnet.lightning.render.render_labels] in chunks of
+        `render_chunk_points` points.
     """
 
     labels = "maps"
+    render_shape: tuple[int, ...] | None = None
+    """Set: ``predict_step`` renders label maps of this shape instead of scoring the label points."""
+    render_chunk_points: int = 1 << 14
+    """Query points per chunk of a render."""
 
     def __init__(self, model: str = "inrnet3", model_kwargs: dict[str, Any] | None = None, lr: float = 1e-3,
                  weight_decay: float = 1e-2, scheduler: str = "constant", optimizer: str = "adamw"):
@@ -79,6 +89,22 @@ class INRSegmenter(TaskModule):
 
     def forward(self, inputs: Any, query: PointSet) -> Tensor:
         return self.model(inputs, query).values
+
+    def encode(self, inputs: Any) -> Any:
+        """What does not depend on the query points, computed once per batch: the backbone's
+        ``encode(inputs)`` if it has ``encode`` and ``decode`` (as
+        [`INRNetSegmenter`][inrnet.models.inr_nets.INRNetSegmenter]), else the inputs themselves."""
+        if callable(getattr(self.model, "encode", None)) and callable(getattr(self.model, "decode", None)):
+            return self.model.encode(inputs)
+        return inputs
+
+    def decode(self, encoded: Any, query: PointSet) -> Tensor:
+        """Logits Tensor[B, M, K] at the M ``query`` points from the output of
+        [`encode`][inrnet.lightning.segmentation.INRSegmenter.encode] (a backbone without
+        ``encode``/``decode`` runs in full here, once per call)."""
+        if callable(getattr(self.model, "encode", None)) and callable(getattr(self.model, "decode", None)):
+            return self.model.decode(encoded, query).values
+        return self(encoded, query)
 
     def _step_logits(self, batch: Batch) -> Tensor:
         if batch.query is None:
@@ -111,6 +137,10 @@ class INRSegmenter(TaskModule):
         self._evaluate("test", batch)
 
     def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        if self.render_shape is not None:
+            dtype = torch.uint8 if self.num_classes <= 256 else torch.long
+            return {"labels": render_labels(self, batch.inputs, self.render_shape,
+                                            chunk_points=self.render_chunk_points, dtype=dtype)}
         logits = self._step_logits(batch)
         return {"logits": logits, "pred": logits.argmax(-1), "target": batch.target, "coords": batch.query.coords}
 
@@ -124,3 +154,12 @@ class PixelSegmenter(INRSegmenter):
 
     def forward(self, inputs: Tensor, query: PointSet) -> Tensor:
         return logits_at(self.model(inputs), query)
+
+    def encode(self, inputs: Tensor) -> Tensor:
+        """The pixel logits Tensor[B, K, H, W] on the input grid."""
+        return self.model(inputs)
+
+    def decode(self, encoded: Tensor, query: PointSet) -> Tensor:
+        """The logits interpolated at ``query``, Tensor[B, M, K] (see
+        [`logits_at`][inrnet.lightning.segmentation.logits_at])."""
+        return logits_at(encoded, query)

@@ -116,7 +116,9 @@ class INRNetSegmenter(nn.Module):
 
     Shapes:
         ``forward(field [B, N, in_channels], query=None) -> Field [B, M, num_classes]`` on
-        ``query`` (a PointSet or Tensor[M, d]; default the input points).
+        ``query`` (a PointSet or Tensor[M, d]; default the input points), which is
+        ``decode(encode(field), query)``: ``encode`` runs the layers before the head once,
+        ``decode`` the head at any query points.
     """
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 32, multiscale: bool = False,
@@ -135,13 +137,20 @@ class INRNetSegmenter(nn.Module):
             self.body = _ConvBlock(make_conv(conv, width, width, h, n_bins=n_bins))
         self.head = make_conv(conv, width, num_classes, h, n_bins=n_bins)
 
-    def forward(self, field: Field, query: PointSet | torch.Tensor | None = None) -> Field:
+    def encode(self, field: Field) -> Field:
+        """Every layer but the head: features Field [B, N, width] on the input points."""
         x = self.stem(field)
         if self.multiscale:
             low = self.up(self.low(self.down(x)), x.points)
-            x = self.act(self.add(x, self.fuse(low)))
-        else:
-            x = self.body(x)
+            return self.act(self.add(x, self.fuse(low)))
+        return self.body(x)
+
+    def decode(self, features: Field, query: PointSet | torch.Tensor | None = None) -> Field:
+        """The head conv at ``query``: each query point's logits depend on the features
+        near it only, so the queries can be evaluated in any chunks."""
         if query is not None and not isinstance(query, PointSet):
-            query = PointSet(query.to(x.points.device, x.points.dtype), bounds=x.points.bounds)
-        return self.head(x, query=query)
+            query = PointSet(query.to(features.points.device, features.points.dtype), bounds=features.points.bounds)
+        return self.head(features, query=query)
+
+    def forward(self, field: Field, query: PointSet | torch.Tensor | None = None) -> Field:
+        return self.decode(self.encode(field), query)

@@ -19,7 +19,7 @@ from inrnet.cli import main
 from inrnet.inr import PixelINR, save_inrs
 from inrnet.lightning import CheckpointRNG, INRClassifier, INRDataModule, INRSegmenter, InMemoryINRDataset
 from inrnet.models import _registry, create_model
-from inrnet.nn import PointDropout
+from inrnet.nn import PointDropout, RandomAffine, RandomFlip
 
 N = 8  # steps of every run: epochs 0 and 1 in full, 2 steps of epoch 2
 SMALL = {"widths": [4, 8], "hidden": 8, "num_classes": 4, "base_resolution": 8}
@@ -181,3 +181,18 @@ def test_bad_states_raise(memory_data):
         dm.train_dataloader().load_state_dict({"epoch": -1, "batches": 0})
     with pytest.raises(ValueError, match="a CheckpointRNG state holds"):
         CheckpointRNG().load_state_dict({"torch": torch.get_rng_state()})
+
+
+def test_resume_with_augmentation_reproduces_the_run(tmp_path, memory_data):
+    """Flips, affine maps and point dropout of the training INRs come from the DataModule's checkpointed generator."""
+    def datamodule():
+        return _datamodule(memory_data, point_dropout=0.25,
+                           train_transforms=[RandomFlip(dims=(0, 1)), RandomAffine(max_rotation=20.0, max_scale=0.1)])
+
+    torch.manual_seed(0)
+    straight = _fit(INRClassifier("inrnet2", SMALL), datamodule(),
+                    callbacks=[ModelCheckpoint(tmp_path, "{step}", save_top_k=-1, every_n_train_steps=1)])
+    torch.manual_seed(4)
+    resumed = _fit(INRClassifier("inrnet2", SMALL), datamodule(), ckpt_path=tmp_path / "step=4.ckpt")
+    _assert_same_state(resumed, straight)
+    assert torch.equal(resumed.datamodule.state_dict()["augment_rng"], straight.datamodule.state_dict()["augment_rng"])
