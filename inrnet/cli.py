@@ -6,7 +6,8 @@ Usage::
     inrnet test --config experiments/configs/fashion_mnist/inrnet2.yaml --ckpt_path runs/.../last.ckpt
     inrnet fit --config CONFIG --trainer.accelerator auto --trainer.devices 2 --trainer.strategy ddp
     inrnet fit --print_config          # every option, with its default
-    inrnet demo --out demo --max-minutes 10
+    inrnet demo --out demo --steps 1500
+    inrnet import my_sirens/ --out my_dataset --labels folders   # per-image state dicts -> INR dataset
 
 ``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI's: the model is any task
 module of [`inrnet.lightning`][inrnet.lightning] (``model: {class_path: INRClassifier, init_args: ...}``)
@@ -25,6 +26,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 import inrnet.lightning  # noqa: F401  (registers the task modules and DataModules for short class names)
+from inrnet.inr.importer import main as import_main
 from inrnet.lightning.base import _jsonable
 from inrnet.lightning.demo import main as demo_main
 
@@ -36,7 +38,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 """What ``inrnet`` changes in Lightning's Trainer defaults: CSV logs under ``runs/``."""
 
 DESCRIPTION = ("Train and evaluate INR-Nets (Lightning). Subcommands: fit, validate, test, predict "
-               "(LightningCLI, YAML configs in experiments/configs), and demo (inrnet demo --help).")
+               "(LightningCLI, YAML configs in experiments/configs), demo (inrnet demo --help) and import "
+               "(inrnet import --help: a folder of per-image SIREN state dicts into an INR dataset).")
 
 
 def _architecture(model: Any) -> dict[str, Any] | None:
@@ -110,6 +113,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "demo":
         demo_main(args[1:])
+        return
+    if args and args[0] == "import":
+        import_main(args[1:])
         return
     _cli(None if argv is None else args, run=True)
 

@@ -10,6 +10,7 @@ from _dataset_helpers import load_script, write_idx
 from inrnet.datasets import fashion_mnist as fm
 from inrnet.datasets import get_dataset
 from inrnet.datasets.embedded import EmbeddedDefault
+from inrnet.inr import INRBatch, SirenFamily, save_inrs
 
 _main = load_script
 
@@ -24,7 +25,7 @@ def _small_root(tmp_path, n=10):
     return root
 
 
-def test_fashion_mnist_build_and_default(tmp_path):
+def test_fashion_mnist_build_and_default(tmp_path, capsys):
     fmnist_root = _small_root(tmp_path)
     build = _main("fashion_mnist/build.py")
     out = tmp_path / "fm"
@@ -39,6 +40,8 @@ def test_fashion_mnist_build_and_default(tmp_path):
     stamp = shard.stat().st_mtime_ns
     assert build(["--split", "test", *common]) == 0  # a finished build is not refitted
     assert shard.stat().st_mtime_ns == stamp
+    assert (out / "test" / "build.json").is_file() and _main("summarize.py")([str(out / "test")]) == 0
+    assert f"| {out / 'test'} | 10 of 10 |" in capsys.readouterr().out
 
     target = tmp_path / "default.safetensors"
     assert _main("fashion_mnist/build_default.py")(["--full", str(out), "--source", str(fmnist_root),
@@ -68,3 +71,16 @@ def test_real_fashion_mnist_fit_quality(tmp_path):
     quality = get_dataset("fashion_mnist", "test", root=out).quality
     assert float(quality["psnr_grid"].quantile(0.05)) > 34.0
     assert float(quality["psnr_offgrid"].median()) > 23.0
+
+
+
+def test_summarize_a_dataset_without_build_json(tmp_path, capsys):
+    family = SirenFamily(2, 1, width=4, depth=2)
+    inrs = INRBatch(family, family.init_params(4))
+    psnr = torch.tensor([10.0, 20.0, 30.0, 40.0])
+    save_inrs(tmp_path / "saved", inrs, torch.arange(4), quality={"psnr_grid": psnr})
+    assert load_script("summarize.py")([str(tmp_path / "saved"), "--json"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith(f"| {tmp_path / 'saved'} |"))
+    assert "| 4 of 4 |" in row and "| n/a |" in row and "11.5 / 25.0 / 38.5 | n/a |" in row
+    assert '"fit_seconds": 0.0' in out and '"chunks_done": 1' in out

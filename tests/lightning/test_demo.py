@@ -24,6 +24,21 @@ def test_demo_runs_within_budget_on_a_directory_dataset(disk_data, tmp_path, cap
     assert (tmp_path / "demo" / "demo.png").read_bytes()[:4] == b"\x89PNG"
     out = capsys.readouterr().out
     assert "1x (28x28)" in out and "2x (56x56)" in out and "bilinearly upsampled" in out
+    assert "cap stopped" in out  # 0.08 minutes cannot hold the default 1500 steps: the report says so
+
+
+def test_demo_trains_a_fixed_number_of_steps_whatever_the_load(disk_data, tmp_path, capsys):
+    main(["demo", "--dataset", str(disk_data), "--out", str(tmp_path / "demo"), "--steps", "3",
+          "--baseline-steps", "2", "--no-progress"])
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert (results["inrnet2"]["steps"], results["cnn2"]["steps"]) == (3, 2)
+    assert results["max_minutes"] is None and "cap stopped" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", ["--steps", "--baseline-steps"])
+def test_demo_refuses_non_positive_steps(flag):
+    with pytest.raises(SystemExit):
+        main(["demo", flag, "0"])
 
 
 def test_pixel_images_prefers_stored_images_and_renders_otherwise():
@@ -47,15 +62,16 @@ def test_report_states_what_2x_means_for_each_model():
 
 
 @pytest.mark.slow
-def test_demo_on_the_embedded_default_fits_the_ten_minute_budget(tmp_path):
+def test_demo_on_the_embedded_default_trains_its_steps(tmp_path):
     embedded = pytest.importorskip("inrnet.datasets.embedded")
     if not embedded.DEFAULT_PATH.is_file():
         pytest.skip(f"the embedded default {embedded.DEFAULT_PATH} is not built")
     start = time.monotonic()
     main(["demo", "--out", str(tmp_path), "--no-progress"])
-    assert time.monotonic() - start <= 10 * 60
+    assert time.monotonic() - start <= 15 * 60  # about 10 minutes on 2 quiet cores; the scores do not depend on it
     results = json.loads((tmp_path / "results.json").read_text())
     inr, cnn = results["inrnet2"], results["cnn2"]
+    assert inr["steps"] == cnn["steps"] == 1500
     assert inr["grid:28x28"] > 0.4 and cnn["grid:28x28"] > 0.4  # 10 classes: chance is 0.1
     # the paper's claim: the INR-Net loses less than the CNN at twice the resolution
     assert inr["grid:28x28"] - inr["grid:56x56"] < cnn["grid:28x28"] - cnn["grid:56x56"]
