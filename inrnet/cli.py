@@ -6,7 +6,7 @@ Usage::
     inrnet test --config experiments/configs/fashion_mnist/inrnet2.yaml --ckpt_path runs/.../last.ckpt
     inrnet fit --config CONFIG --trainer.accelerator auto --trainer.devices 2 --trainer.strategy ddp
     inrnet fit --print_config          # every option, with its default
-    inrnet demo --out demo --steps 1500
+    inrnet demo --out demo --steps 8000
     inrnet import my_sirens/ --out my_dataset --labels folders   # per-image state dicts -> INR dataset
 
 ``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI's: the model is any task
