@@ -74,9 +74,9 @@ class Lattice:
         """Tensor[prod(shape), d], in C order, computed in float64.
 
         Along an axis of ``Lattice.grid`` (origin ``-1 + 1 / n``, step ``2 / n``) the sites
-        are the cell centres ``(2 i + 1) / n - 1``, rounded as ``inrnet.sampling.grid``
-        rounds them (``origin + step * i`` can differ in the last bit); along any other
-        axis they are ``origin + step * i``.
+        are the cell centres ``(2 i + 1) / n - 1`` (``origin + step * i`` can differ in the
+        last bit; ``inrnet.sampling.grid`` is this lattice's coords); along any other axis
+        they are ``origin + step * i``.
         """
         axes = [_lattice_sites(o, s, n) for o, s, n in zip(self.origin, self.step, self.shape)]
         mesh = torch.meshgrid(*axes, indexing="ij")

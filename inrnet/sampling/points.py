@@ -20,6 +20,7 @@ from scipy.stats import qmc
 from torch import Tensor
 
 from inrnet._limits import check_count, check_shape, total_memory
+from inrnet.field import Lattice
 
 __all__ = ["sobol", "halton", "grid", "grid_axes", "shrunk", "uniform", "check_count", "total_memory"]
 
@@ -98,8 +99,7 @@ def grid_axes(shape: Sequence[int] | int, *, dtype: torch.dtype = torch.float32,
         One ``Tensor[shape[k]]`` per axis ``k``: ``-1 + (2 i + 1) / shape[k]``.
     """
     shape = check_shape(shape)
-    return [((2.0 * torch.arange(s, dtype=torch.float64) + 1.0) / s - 1.0).to(dtype=dtype, device=device)
-            for s in shape]
+    return [Lattice.grid((s,)).coords(dtype, device)[:, 0] for s in shape]
 
 
 def grid(shape: Sequence[int] | int, *, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
@@ -121,7 +121,5 @@ def grid(shape: Sequence[int] | int, *, dtype: torch.dtype = torch.float32, devi
     """
     shape = check_shape(shape)
     check_count(math.prod(shape), len(shape), dtype=dtype, device=device)
-    axes = grid_axes(shape, dtype=torch.float64)
-    mesh = torch.meshgrid(*axes, indexing="ij")
-    return torch.stack([m.reshape(-1) for m in mesh], dim=-1).to(dtype=dtype, device=device)
+    return Lattice.grid(shape).coords(dtype, device)  # the one home of the cell-centre formula
 

@@ -77,6 +77,22 @@ def _assert_same_state(trained: torch.nn.Module, reference: torch.nn.Module, clo
             assert torch.equal(t.cpu(), r), name
 
 
+def _fit_test_and_compare(task, data, dm_kwargs, loss_of, device, close):
+    """Fit ``task`` on the device, check its state against the float64 steps by hand, test it.
+
+    Returns:
+        The test metrics, and the by-hand test batch and its logits to check them against.
+    """
+    reference, tested = _by_hand(task, data, dm_kwargs, loss_of)
+    trainer = _trainer(device)
+    trainer.fit(task, INRDataModule(data, **dm_kwargs))
+    assert trainer.global_step == STEPS
+    _assert_same_state(task.model, reference, close)
+    metrics = trainer.test(task, INRDataModule(data, **dm_kwargs), verbose=False)[0]
+    (batch, logits), = tested
+    return metrics, batch, logits
+
+
 @pytest.mark.parametrize("model", ["inrnet2", "inrnet4"])
 def test_classifier_fit_and_test_on_the_device(model, device, close):
     data = _classification_data()
@@ -86,13 +102,7 @@ def test_classifier_fit_and_test_on_the_device(model, device, close):
     def loss_of(net, batch, reduce=True):
         logits = net(batch.inputs.to(dtype=D64))
         return F.cross_entropy(logits, batch.target) if reduce else logits
-    reference, tested = _by_hand(task, data, dm_kwargs, loss_of)
-    trainer = _trainer(device)
-    trainer.fit(task, INRDataModule(data, **dm_kwargs))
-    assert trainer.global_step == STEPS
-    _assert_same_state(task.model, reference, close)
-    metrics = trainer.test(task, INRDataModule(data, **dm_kwargs), verbose=False)[0]
-    (batch, logits), = tested
+    metrics, batch, logits = _fit_test_and_compare(task, data, dm_kwargs, loss_of, device, close)
     close(torch.tensor(metrics["test/loss/sobol_64"]), F.cross_entropy(logits, batch.target))
     assert metrics["test/top1/sobol_64"] == pytest.approx((logits.argmax(1) == batch.target).double().mean().item())
 
@@ -107,13 +117,7 @@ def test_segmenter_fit_and_test_on_the_device(model, device, close):
     def loss_of(net, batch, reduce=True):
         logits = net(batch.inputs.to(dtype=D64), batch.query.to(dtype=D64)).values  # (B, M, K)
         return F.cross_entropy(logits.transpose(1, 2), batch.target, ignore_index=IGNORE_INDEX) if reduce else logits
-    reference, tested = _by_hand(task, data, dm_kwargs, loss_of)
-    trainer = _trainer(device)
-    trainer.fit(task, INRDataModule(data, **dm_kwargs))
-    assert trainer.global_step == STEPS
-    _assert_same_state(task.model, reference, close)
-    metrics = trainer.test(task, INRDataModule(data, **dm_kwargs), verbose=False)[0]
-    (batch, logits), = tested
+    metrics, batch, logits = _fit_test_and_compare(task, data, dm_kwargs, loss_of, device, close)
     valid = batch.target != IGNORE_INDEX
     assert batch.query.n == 144 and bool(valid.any())
     loss = F.cross_entropy(logits.transpose(1, 2), batch.target, ignore_index=IGNORE_INDEX)
