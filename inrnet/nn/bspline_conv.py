@@ -17,9 +17,13 @@ from torch import Tensor, nn
 
 from inrnet.nn.geometry import as_tuple, window_support
 from inrnet.nn.conv import ContinuousConv
+from inrnet.neighbors import Support
 from inrnet.nn.kernels import bspline_expansion, bspline_interpolation_matrix
 
-__all__ = ["BSplineConv", "default_degree"]
+__all__ = ["BSplineConv", "default_degree", "SUPPORT_EXTENTS"]
+
+SUPPORT_EXTENTS = ("taps", "basis")
+"""How far a B-spline kernel's support reaches (see `BSplineConv`'s ``support_extent``)."""
 
 
 def default_degree(kernel_size: Sequence[int]) -> int:
@@ -50,6 +54,14 @@ class BSplineConv(ContinuousConv):
             an ``H``-pixel axis on ``[-1, 1]``).
         degree: spline degree (0-3); default [`default_degree`][inrnet.nn.bspline_conv.default_degree].
         support_shape: ``"box"`` or ``"ball"`` (the spline is cut to the ball).
+        support_extent: ``"taps"`` (default): the support is the discrete filter's
+            footprint, ``kernel_size * spacing`` wide, where the edge taps' basis functions
+            are cut (a degree-1 edge tap keeps 0.875 of its integral), so the kernel jumps
+            at the support's boundary; ``"basis"``: the support covers every basis
+            function whole, ``(kernel_size + degree) * spacing`` wide, and the kernel falls
+            continuously to zero at its boundary (less quadrature noise on scattered
+            points). For ``degree <= 1`` both are the discrete filter on its grid (the
+            extra pixels sit where the splines vanish); for higher degrees only ``"taps"`` is.
         stride: output subsampling, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
         padding: boundary handling, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
         groups: channel groups, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
@@ -66,14 +78,22 @@ class BSplineConv(ContinuousConv):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int],
                  spacing: float | Sequence[float], *, stride: int | Sequence[int] = 1, padding: str = "zeros",
                  groups: int = 1, bias: bool = True, degree: int | None = None, support_shape: str = "box",
-                 estimator: str = "sum"):
+                 support_extent: str = "taps", estimator: str = "sum"):
         dim = _dim_of(kernel_size, spacing, stride)
         self.kernel_size = as_tuple(kernel_size, dim, "kernel_size", int)
         self.spacing = as_tuple(spacing, dim, "spacing", float)
         self.degree = default_degree(self.kernel_size) if degree is None else int(degree)
         if self.degree not in (0, 1, 2, 3):
             raise ValueError(f"degree must be 0, 1, 2 or 3, got {degree}")
-        super().__init__(in_channels, out_channels, window_support(self.kernel_size, self.spacing, support_shape),
+        if support_extent not in SUPPORT_EXTENTS:
+            raise ValueError(f"support_extent must be one of {SUPPORT_EXTENTS}, got {support_extent!r}")
+        self.support_extent = support_extent
+        footprint = self.kernel_size if support_extent == "taps" else tuple(k + self.degree for k in self.kernel_size)
+        support = window_support(footprint, self.spacing, support_shape)
+        if support_extent == "basis":  # centred like the taps' footprint (even sizes: half a tap past the point)
+            support = Support(support.half_width, support.shape,
+                              window_support(self.kernel_size, self.spacing, support_shape).center)
+        super().__init__(in_channels, out_channels, support,
                          stride=stride, padding=padding, groups=groups, bias=bias, estimator=estimator)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
         for k, n in enumerate(self.kernel_size):
@@ -125,5 +145,6 @@ class BSplineConv(ContinuousConv):
         return c.permute(*dims, 1, 0).reshape(self.num_atoms, c.shape[1], c.shape[0])  # (A, Cg, C_out)
 
     def extra_repr(self) -> str:
+        extent = ", support_extent='basis'" if self.support_extent == "basis" else ""
         return (f"kernel_size={self.kernel_size}, spacing={tuple(round(h, 6) for h in self.spacing)}, "
-                f"degree={self.degree}, " + super().extra_repr())
+                f"degree={self.degree}{extent}, " + super().extra_repr())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _conv_helpers import D64, loop_conv, twin
+from _conv_helpers import D64, loop_conv, torch_conv, twin
 from scipy.interpolate import BSpline
 
 from inrnet.field import Field, PointSet
@@ -86,3 +86,41 @@ def test_bspline_fast_path_matches_loop_reference(degree, k, groups, shape):
     out = layer(Field(vals, pts))
     ref = loop_conv(layer, vals, pts, out.points, lambda d: reference_bspline_kernel(layer, d))
     torch.testing.assert_close(out.values, ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("shape,k,stride", [((9, 10), 3, 1), ((11, 11), 3, 2), ((8, 9), 4, 2), ((9, 8), 2, 1)])
+def test_basis_extent_is_still_the_twin_for_degree_one(shape, k, stride):
+    x = torch.randn(2, 3, *shape, dtype=D64)
+    taps = BSplineConv(3, 4, k, tuple(2 / s for s in shape), stride=stride, degree=1).double()
+    basis = BSplineConv(3, 4, k, tuple(2 / s for s in shape), stride=stride, degree=1, support_extent="basis").double()
+    basis.load_state_dict(taps.state_dict())
+    assert all(b > t for b, t in zip(basis.support.half_width, taps.support.half_width))
+    assert basis.support.center == taps.support.center
+    ref = torch_conv(x, taps.weight, taps.bias, stride, "zeros", 1).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(basis(grid_field(x)).values, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_basis_extent_keeps_whole_edge_basis_functions():
+    """The kernel is the spline surface itself: on scattered points it has no jump where the
+    taps' footprint ends, and each edge tap keeps its whole basis function's integral."""
+    h = 0.25
+    taps = BSplineConv(1, 1, 3, h, degree=1, bias=False).double()
+    basis = BSplineConv(1, 1, 3, h, degree=1, bias=False, support_extent="basis").double()
+    with torch.no_grad():
+        for layer in (taps, basis):
+            layer.weight.zero_()
+            layer.weight[0, 0, 0, 1] = 1.0  # one edge tap, at offset (-h, 0)
+    # the kernel along axis 0 just inside / outside the footprint's edge at -1.5 h
+    off = torch.tensor([[-1.5 * h + 1e-9, 0.0], [-1.5 * h - 1e-9, 0.0], [-2 * h + 1e-9, 0.0]], dtype=D64)
+    kt, kb = taps.pair_kernel(off)[:, 0, 0], basis.pair_kernel(off)[:, 0, 0]
+    torch.testing.assert_close(kb[0], kb[1])  # continuous across -1.5 h
+    assert kb[2] < 1e-6 * kb[0] and kb[1] > 0  # and falls to zero at -2 h
+    # a dense quadrature of the kernel (a 256 x 256 grid of ones): the output is the kernel's integral in
+    # pixel units, the whole hat's (1) with "basis", 0.875 of it with "taps"
+    ones = grid_field(torch.ones(1, 1, 256, 256, dtype=D64))
+    centre = PointSet(torch.zeros(1, 2, dtype=D64))
+    with torch.no_grad():
+        i_taps, i_basis = (float(layer(ones, query=centre).values) for layer in (taps, basis))
+    assert abs(i_basis - 1.0) < 1e-6 and abs(i_taps - 0.875) < 1e-6
+    with pytest.raises(ValueError, match="support_extent must be one of"):
+        BSplineConv(1, 1, 3, h, support_extent="all")
