@@ -20,18 +20,26 @@ from inrnet.field import Field, PointSet
 from inrnet.neighbors import Support
 from inrnet.nn import Add, BatchNorm, BSplineConv, GlobalAvgPool, MLPConv, Pointwise, Upsample
 from inrnet.nn.conv import ContinuousConv
+from inrnet.sampling.points import grid
 
-__all__ = ["INRNetClassifier", "INRNetSegmenter", "make_conv"]
+__all__ = ["INRNetClassifier", "INRNetSegmenter", "make_conv", "LATENTS"]
 
 CONVS = ("bspline", "mlp")
+LATENTS = ("points", "lattice")
+"""Where a classifier's strided convs put their outputs (see `INRNetClassifier`'s ``latent``)."""
 
 
 def make_conv(kind: str, c_in: int, c_out: int, spacing: float, stride: int = 1, n_bins: int | None = 64,
-              dim: int = 2, estimator: str = "sum") -> ContinuousConv:
+              dim: int = 2, estimator: str = "sum", support_extent: str = "taps") -> ContinuousConv:
     """A 3x3-footprint continuous conv with taps ``spacing`` apart (``estimator``: see
-    [`ContinuousConv`][inrnet.nn.conv.ContinuousConv])."""
+    [`ContinuousConv`][inrnet.nn.conv.ContinuousConv]; ``support_extent``, B-spline convs only: see
+    [`BSplineConv`][inrnet.nn.bspline_conv.BSplineConv])."""
     if kind == "bspline":
-        return BSplineConv(c_in, c_out, (3,) * dim, (spacing,) * dim, stride=stride, estimator=estimator)
+        return BSplineConv(c_in, c_out, (3,) * dim, (spacing,) * dim, stride=stride, estimator=estimator,
+                           support_extent=support_extent)
+    if support_extent != "taps":
+        raise ValueError(f"support_extent={support_extent!r} is a B-spline kernel's option; conv={kind!r} has a box "
+                         "support of the filter's footprint")
     if kind == "mlp":
         return MLPConv(c_in, c_out, Support((1.5 * spacing,) * dim), n_bins=n_bins, stride=stride,
                        estimator=estimator)
@@ -46,8 +54,10 @@ class _ConvBlock(nn.Module):
         self.conv, self.norm = conv, BatchNorm(conv.out_channels)
         self.act = Pointwise(nn.ReLU()) if relu else None
 
-    def forward(self, field: Field) -> Field:
-        out = self.norm(self.conv(field))
+    def forward(self, field: Field, query: PointSet | None = None) -> Field:
+        """``field`` values Tensor[B, N, C_in] -> Tensor[B, M, C_out] on the conv's output points
+        (``query``, if given: see [`ContinuousConv`][inrnet.nn.conv.ContinuousConv])."""
+        out = self.norm(self.conv(field, query=query))
         return self.act(out) if self.act is not None else out
 
 
@@ -80,6 +90,17 @@ class INRNetClassifier(nn.Module):
         n_bins: Voronoi bins of MLP kernels (``None``: exact).
         estimator: quadrature of every conv, ``"sum"`` (exact twin of the CNN on grids) or
             ``"mean"`` (the paper's ratio estimator: lower variance on scattered points).
+        latent: where the first strided conv puts its outputs. ``"points"`` (the paper's):
+            a prefix of the input points (every other pixel of a grid), so every layer
+            integrates over the input's own scattered points. ``"lattice"``: the sub-lattice
+            that a ``base_resolution``-pixel grid keeps after the first stride, whatever the
+            input points are, so only the first conv is a quadrature over the input points
+            and every later layer is an exact sum on a fixed lattice (a latent grid, as in
+            GINO-style neural operators). On a ``base_resolution`` grid both are the same
+            network (the pixel twin); on scattered points ``"lattice"`` carries one
+            quadrature error instead of one per layer.
+        support_extent: ``"taps"`` or ``"basis"``: how far each B-spline kernel reaches
+            (see [`BSplineConv`][inrnet.nn.bspline_conv.BSplineConv]; both are the pixel twin on grids).
 
     Shapes:
         ``forward(field [B, N, in_channels]) -> logits [B, num_classes]``.
@@ -87,23 +108,55 @@ class INRNetClassifier(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (32, 64), residual_blocks: int = 0,
                  hidden: int = 128, conv: str = "bspline", base_resolution: int = 28, n_bins: int | None = 64,
-                 estimator: str = "sum"):
+                 estimator: str = "sum", latent: str = "points", support_extent: str = "taps"):
         super().__init__()
-        self.in_channels = in_channels
+        if latent not in LATENTS:
+            raise ValueError(f"latent must be one of {LATENTS}, got {latent!r}")
+        if latent == "lattice" and not widths:
+            raise ValueError("latent='lattice' places the first strided conv's outputs; widths is empty")
+        self.in_channels, self.latent, self.base_resolution = in_channels, latent, base_resolution
+        self._latent_points: dict = {}
         spacing = 2.0 / base_resolution
         layers: list[nn.Module] = []
         c = in_channels
         for w in widths:
-            layers.append(_ConvBlock(make_conv(conv, c, w, spacing, stride=2, n_bins=n_bins, estimator=estimator)))
+            layers.append(_ConvBlock(make_conv(conv, c, w, spacing, stride=2, n_bins=n_bins, estimator=estimator,
+                                               support_extent=support_extent)))
             c, spacing = w, 2 * spacing
-        layers += [_Residual(lambda a, b, s=spacing: make_conv(conv, a, b, s, n_bins=n_bins, estimator=estimator), c)
+        layers += [_Residual(lambda a, b, s=spacing: make_conv(conv, a, b, s, n_bins=n_bins, estimator=estimator,
+                                                               support_extent=support_extent), c)
                    for _ in range(residual_blocks)]
         self.features = nn.Sequential(*layers)
         self.pool = GlobalAvgPool()
         self.head = nn.Sequential(nn.Linear(c, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
+    def latent_points(self, points: PointSet) -> PointSet | None:
+        """The first strided conv's output points for inputs on ``points``: ``None`` (its
+        own rule) for ``latent="points"``, else the stride-2 sub-lattice of the
+        ``base_resolution`` grid on ``points``'s bounds, device and dtype (built once per
+        such key).
+
+        Raises:
+            ValueError: ``points`` are not on ``[-1, 1]^d``, the box the lattice is laid out on.
+        """
+        if self.latent == "points":
+            return None
+        key = (points.device, points.dtype, points.bounds)
+        if key not in self._latent_points:
+            d = points.dim
+            if points.bounds != ((-1.0, 1.0),) * d:
+                raise ValueError(f"latent='lattice' lays its lattice out on [-1, 1]^{d}; the input points' bounds "
+                                 f"are {points.bounds}")
+            shape = (self.base_resolution,) * d
+            full = PointSet(grid(shape, dtype=points.dtype, device=points.device), bounds=points.bounds)
+            self._latent_points[key] = full.downsample(self.features[0].conv.stride)
+        return self._latent_points[key]
+
     def forward(self, field: Field) -> torch.Tensor:
-        return self.head(self.pool(self.features(field)))
+        if self.latent == "points":
+            return self.head(self.pool(self.features(field)))
+        x = self.features[0](field, query=self.latent_points(field.points))
+        return self.head(self.pool(self.features[1:](x)))
 
 
 class INRNetSegmenter(nn.Module):

@@ -69,3 +69,33 @@ def test_forward_on_sobol_points_and_queries(conv):
     query = torch.rand(37, 2) * 2 - 1
     out = seg(field, query)
     assert out.values.shape == (2, 37, 3) and torch.equal(out.coords, query)
+
+
+@pytest.mark.parametrize("name,cnn_name", [("inrnet2", "cnn2"), ("inrnet4", "cnn4")])
+@pytest.mark.parametrize("size", [16, 15])
+def test_lattice_latent_is_the_twin_on_the_grid_and_fixes_the_latent_points(name, cnn_name, size):
+    torch.manual_seed(0)
+    cnn = create_model(cnn_name).double().eval()
+    inr = create_model(name, base_resolution=size, latent="lattice").double().eval()
+    inr.load_state_dict(cnn.state_dict())
+    x = torch.randn(2, 1, size, size, dtype=torch.float64)
+    torch.testing.assert_close(inr(grid_field(x)), cnn(x), rtol=1e-9, atol=1e-9)
+    # on scattered points the first conv lands on the grid's stride-2 sub-lattice, whatever the input density
+    seen = []
+    hook = inr.features[0].conv.register_forward_hook(lambda m, a, out: seen.append(out.points))
+    for n in (200, 800):
+        pts = PointSet(sobol(n, 2, seed=n, dtype=torch.float64))
+        assert inr(type(grid_field(x))(torch.randn(2, n, 1, dtype=torch.float64), pts)).shape == (2, 10)
+    hook.remove()
+    sub = PointSet(grid_field(x).coords).downsample(2)
+    assert seen[0] is seen[1] and torch.equal(seen[0].coords, sub.coords)
+    assert seen[0].order == "lattice" and seen[0].lattice.shape == sub.lattice.shape
+
+
+def test_lattice_latent_refuses_what_it_cannot_place():
+    with pytest.raises(ValueError, match="latent must be one of"):
+        create_model("inrnet2", latent="grid")
+    inr = create_model("inrnet2", latent="lattice")
+    pts = PointSet(sobol(64, 2, seed=0) * 0.5, bounds=[(-0.5, 0.5)] * 2)
+    with pytest.raises(ValueError, match="lays its lattice out on"):
+        inr(type(grid_field(torch.zeros(1, 1, 4, 4)))(torch.zeros(1, 64, 1), pts))
