@@ -7,6 +7,12 @@ task). Loading the weights of another architecture into it (``fit --ckpt_path``)
 before training with both configs named. Before any step, `TaskModule.setup` checks
 the model against the DataModule's INRs: coordinate dimension, channels, label kind and
 range.
+
+A backbone that starts from pretrained weights (``model: convert``,
+[`inrnet.models.converted`][inrnet.models.converted]) names them in its arguments, and a checkpoint
+keeps those arguments; the checkpoint's state dict supersedes the weights, so rebuilding
+the task from it (``load_task``, ``inrnet test --ckpt_path``) works where they are not
+available (the file is gone, no network).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from inrnet.convert.pretrained import WeightsUnavailableError
 from inrnet.field import Field, PointSet
 from inrnet.lightning.callbacks import CheckpointRNG
 from inrnet.models import create_model, model_config
@@ -125,6 +132,14 @@ class TaskModule(LightningModule):
         scheduler: ``"constant"`` or ``"cosine"`` (cosine decay over ``trainer.max_steps``).
         optimizer: ``"adamw"`` (the paper's) or ``"sgd"`` (momentum 0.9).
 
+    Pretrained weights a backbone cannot get (its builder raises a
+    [`WeightsUnavailableError`][inrnet.convert.pretrained.WeightsUnavailableError]: the weights
+    file does not exist, no network) do not stop the task from being built, since a checkpoint
+    may supply them: the backbone is then built with ``weights=None`` (randomly initialised),
+    keeps the asked-for arguments as its config, and raises that error on its first forward
+    unless a checkpoint is loaded first (``load_from_checkpoint``,
+    ``Trainer.fit/test(..., ckpt_path=...)``).
+
     Raises:
         ValueError: an unknown model name, or a model of the wrong kind for the task
             (a pixel CNN in an INR task or the reverse).
@@ -143,7 +158,7 @@ class TaskModule(LightningModule):
         if optimizer not in ("adamw", "sgd"):
             raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
         self.save_hyperparameters()
-        self.model = create_model(model, **dict(model_kwargs or {}))
+        self.model, missing = _build_backbone(model, dict(model_kwargs or {}))
         kind, self.input_dim, self.in_channels = model_input(self.model)
         if kind != self.takes:
             other = {"field": "an INR-Net (it takes Fields)", "image": "a pixel model (it takes images)"}
@@ -151,6 +166,13 @@ class TaskModule(LightningModule):
                              f"use the {'Pixel' if kind == 'image' else 'INR'} variant of this task")
         self.num_classes = num_outputs(self.model)
         self.metrics = nn.ModuleDict()
+        self._missing_weights = missing
+        self._missing_weights_hook = None if missing is None else self.model.register_forward_pre_hook(
+            self._weights_missing)
+
+    def _weights_missing(self, module: nn.Module, args: tuple) -> None:
+        """Forward pre-hook of a backbone built without its weights: no checkpoint has supplied them."""
+        raise self._missing_weights
 
     # checks ---------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -216,6 +238,8 @@ class TaskModule(LightningModule):
         checkpoint["inrnet"] = {"task": type(self).__name__, "model": model_config(self.model)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Check that the checkpoint holds this task and architecture; its weights supersede the backbone's
+        pretrained ones (those it could not load are no longer missing)."""
         saved = checkpoint.get("inrnet")
         if saved is None:
             raise ValueError("this checkpoint was not written by an inrnet task module (no 'inrnet' entry)")
@@ -225,6 +249,24 @@ class TaskModule(LightningModule):
             raise ValueError(f"checkpoint holds {theirs['task']} with model {theirs['model']}, but this run "
                              f"builds {mine['task']} with model {mine['model']}; use a config of the same "
                              f"architecture, or inrnet.lightning.load_task(path) to rebuild the saved one")
+        if self._missing_weights_hook is not None:
+            self._missing_weights_hook.remove()
+            self._missing_weights_hook = self._missing_weights = None
+
+
+def _build_backbone(name: str, kwargs: dict[str, Any]) -> tuple[nn.Module, WeightsUnavailableError | None]:
+    """``create_model(name, **kwargs)``, or, if its pretrained weights are unavailable, the same
+    model with ``weights=None`` (its config still ``kwargs``) and the error."""
+    try:
+        return create_model(name, **kwargs), None
+    except WeightsUnavailableError as e:
+        error = e
+    model = create_model(name, **{**kwargs, "weights": None})
+    config = {k: v for k, v in model.config.items() if k != "weights"}
+    model.config = {**config, **({"weights": kwargs["weights"]} if "weights" in kwargs else {})}  # as asked for
+    error.add_note(f"model {name!r} was built without these weights (randomly initialised) so that a checkpoint "
+                   "could supply them, but none was loaded before its first forward")
+    return model, error
 
 
 def _jsonable(value: Any) -> Any:

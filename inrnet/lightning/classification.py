@@ -25,7 +25,7 @@ __all__ = ["INRClassifier", "PixelClassifier"]
 
 
 class INRClassifier(TaskModule):
-    """An INR-Net classifier (``inrnet2``, ``inrnet4``, ...) trained as in Alg. 1.
+    """An INR-Net classifier (``inrnet2``, ``inrnet4``, a converted CNN ``convert``, ...) trained as in Alg. 1.
 
     Args:
         model: registered model name; it maps a Field [B, N, C] to logits [B, K].

@@ -6,11 +6,16 @@
 | ``inrnet4`` / ``cnn4`` | + a residual block of 2 convs | INR-Net-4 / 4-layer CNN |
 | ``inrnet3`` / ``fcn3`` | 3 convs at one resolution, dense output | INR-Net-3 / 3-layer FCN |
 | ``inrnet5`` / ``fcn5`` | conv, strided conv, conv, upsample, conv + residual, head | INR-Net-5 / 5-layer FCN |
+| ``convert`` | a timm / torchvision CNN with its weights, converted (`inrnet.models.converted`) | INR-Net-EN (Table E.2) |
+
+``create_model(name, pretrained=tag)`` loads weights trained in this project and shipped
+inside the package (`inrnet.models.pretrained`).
 """
 
 from inrnet.models._registry import create_model, list_models, model_config, register_model
 from inrnet.models.baselines import CNNClassifier, FCNSegmenter
 from inrnet.models.inr_nets import INRNetClassifier, INRNetSegmenter, make_conv
+from inrnet.models import converted  # noqa: F401  (registers "convert": pretrained CNNs, converted)
 
 __all__ = ["create_model", "list_models", "model_config", "register_model", "INRNetClassifier", "INRNetSegmenter",
            "CNNClassifier", "FCNSegmenter", "make_conv"]

@@ -12,6 +12,9 @@ from typing import Any
 
 from torch import nn
 
+from inrnet.models._config import model_config
+from inrnet.models.pretrained import load_pretrained, resolve_kwargs
+
 __all__ = ["register_model", "create_model", "list_models", "model_config"]
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -32,18 +35,27 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the model registered as ``name``; it keeps ``{"name": name, **kwargs}`` as ``.config``."""
+def create_model(name: str, pretrained: str | None = None, **kwargs: Any) -> nn.Module:
+    """Build the model registered as ``name``; it keeps ``{"name": name, **kwargs}`` as ``.config``.
+
+    Args:
+        name: a registered name ([`list_models`][inrnet.models._registry.list_models]).
+        pretrained: a tag of shipped weights (``"fashion_mnist"``; see
+            [`inrnet.models.pretrained`][inrnet.models.pretrained]): the model is built with the
+            keyword arguments the weights were trained with and loads them, batch-norm
+            statistics included. ``None``: random initialisation.
+        **kwargs: the builder's keyword arguments; with ``pretrained``, any that are given
+            must agree with the stored ones.
+
+    Raises:
+        ValueError: an unknown name, unknown weights, or keyword arguments that contradict them.
+    """
     if name not in _MODELS:
         raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
+    if pretrained is not None:
+        kwargs = resolve_kwargs(name, pretrained, kwargs)
     model = _MODELS[name](**kwargs)
-    model.config = {"name": name, **kwargs}
+    if pretrained is not None:
+        load_pretrained(model, name, pretrained)
+    model.config = {"name": name, **kwargs, **({"pretrained": pretrained} if pretrained is not None else {})}
     return model
-
-
-def model_config(model: nn.Module) -> dict[str, Any]:
-    """The ``{"name": ..., **kwargs}`` a registered model was built with."""
-    config = getattr(model, "config", None)
-    if not isinstance(config, dict) or "name" not in config:
-        raise ValueError(f"{type(model).__name__} was not built by inrnet.models.create_model, so it has no config")
-    return dict(config)
