@@ -1,6 +1,7 @@
 """The ``inrnet`` command: fit / test with YAML configs, CSV logs, clear errors, the demo's flags."""
 
 import csv
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import yaml
 
 from inrnet.cli import build, main
 from inrnet.inr import PixelINR, save_inrs
+from inrnet.models import pretrained as pt
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 TINY = ["--trainer.max_steps", "2", "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
@@ -157,3 +159,35 @@ def test_test_with_batch_norm_recalibration_from_the_command_line(data_dir, tmp_
     header = log.read_text().splitlines()[0]
     assert "test/top1/sobol_196" in header and "test/top1/sobol_784" in header
     assert calls == [2, 2]  # two training batches for each of the two settings
+
+
+def test_test_evaluates_shipped_weights_without_a_training_run(data_dir, tmp_path, monkeypatch):
+    """``inrnet test`` of ``model_kwargs: {pretrained: TAG}`` scores the shipped weights as they are;
+    experiments/ship_pretrained.py turns a fit + test into such weights with their scores."""
+    monkeypatch.setattr(pt, "WEIGHTS_DIR", tmp_path / "weights")
+    config = CONFIGS / "fashion_mnist" / "inrnet2.yaml"
+    small = ["--data.dataset", str(data_dir), "--data.val_size", "0", "--model.init_args.model_kwargs.widths",
+             "[4, 8]", "--data.test_samplers", "[grid:28x28]", *TINY]
+    _run(["fit", "--config", str(config), *small], tmp_path)
+    (ckpt,) = (tmp_path / "runs").rglob("last.ckpt")
+    _run(["test", "--config", str(config), *small, "--ckpt_path", str(ckpt)], tmp_path)
+    (metrics,) = (tmp_path / "runs").rglob("version_1/metrics.csv")
+    ship = _load_script("ship_pretrained")
+    assert ship.main([str(ckpt), "--tag", "toy", "--test-metrics", str(metrics), "--config", str(config),
+                      "--command", "inrnet fit ...", "--data", "16 pixel INRs", "--commit", "abc"]) == 0
+    info = pt.pretrained_info("inrnet2", "toy")
+    fitted = dict(next(csv.DictReader(open(metrics))))
+    assert info["scores"]["top1/grid_28x28"] == pytest.approx(float(fitted["test/top1/grid_28x28"]))
+    assert info["provenance"]["commit"] == "abc" and info["recipe"]["global_step"] == 2
+    _run(["test", "--config", str(config), *small, "--model.init_args.model_kwargs.pretrained", "toy"], tmp_path)
+    (again,) = (tmp_path / "runs").rglob("version_2/metrics.csv")
+    rows = dict(next(csv.DictReader(open(again))))
+    assert float(rows["test/top1/grid_28x28"]) == pytest.approx(float(fitted["test/top1/grid_28x28"]))
+
+
+def _load_script(name: str):
+    """A module of experiments/ by file name (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, CONFIGS.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,70 @@
+"""Ship a trained checkpoint as package weights: ``create_model(name, pretrained=TAG)``.
+
+    python experiments/ship_pretrained.py runs/.../checkpoints/last.ckpt --tag fashion_mnist \\
+        --test-metrics runs/.../version_1/metrics.csv --config experiments/configs/fashion_mnist/inrnet4_lattice.yaml \\
+        --command "inrnet fit --config ... ; inrnet test --config ... --ckpt_path ..." --data "60000 SIRENs -> 10000 Fourier INRs"
+
+Reads the task checkpoint with ``load_task`` (tensors only, nothing unpickled), takes the
+test scores (``test/<metric>/<setting>``) from the test run's CSV log, and writes
+``inrnet/models/weights/<model>.<tag>.safetensors`` with the model's config, the recipe
+(the config file's text, the command, the data, the steps trained), the scores and the
+provenance (commit, date, machine) in its metadata (`inrnet.models.pretrained.save_pretrained`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from inrnet.lightning import load_task
+from inrnet.models.pretrained import save_pretrained
+
+
+def read_test_scores(path: str | Path) -> dict[str, float]:
+    """``{"top1/sobol:784": 0.89, ...}``: the last logged value of every ``test/...`` column of a CSVLogger file."""
+    scores: dict[str, float] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if key.startswith("test/") and value not in ("", None):
+                    scores[key[len("test/"):]] = round(float(value), 6)
+    if not scores:
+        raise ValueError(f"{path} holds no test/... metrics; pass the metrics.csv of an `inrnet test` run")
+    return scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", help="the task checkpoint (.ckpt) to ship")
+    p.add_argument("--tag", required=True, help="what it was trained on, e.g. fashion_mnist")
+    p.add_argument("--test-metrics", required=True, help="metrics.csv of the `inrnet test` run of this checkpoint")
+    p.add_argument("--config", required=True, help="the training config (its text is stored in the recipe)")
+    p.add_argument("--command", required=True, help="the commands that trained and tested it")
+    p.add_argument("--data", required=True, help="what it was trained and tested on")
+    p.add_argument("--machine", default=f"{platform.machine()}, {torch.get_num_threads()} threads, "
+                   f"torch {torch.__version__}", help="where it ran")
+    p.add_argument("--commit", default=None, help="the commit the run trained on (default: this checkout's HEAD)")
+    p.add_argument("--out", default=None, help="folder (default: the package's weights folder)")
+    args = p.parse_args(argv)
+    ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    task = load_task(args.checkpoint).eval()
+    commit = args.commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    recipe = {"config": Path(args.config).read_text(), "command": args.command, "data": args.data,
+              "global_step": int(ckpt.get("global_step", -1)), "epoch": int(ckpt.get("epoch", -1))}
+    provenance = {"commit": commit or "unknown", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                  "machine": args.machine, "checkpoint": str(args.checkpoint)}
+    path = save_pretrained(task.model, args.tag, recipe=recipe, scores=read_test_scores(args.test_metrics),
+                           provenance=provenance, root=args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
