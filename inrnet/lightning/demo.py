@@ -1,21 +1,27 @@
 """``inrnet demo``: train an INR-Net classifier and its pixel CNN twin for a fixed number of steps.
 
 On the Fashion-MNIST SIRENs embedded in the package (nothing to download), it trains
-INR-Net-2 on 784 scrambled Sobol points per step (a fresh scramble each step), trains the
-matching CNN-2 on the same items' 28x28 pixels, and reports test accuracy at the training
-resolution and at 2x:
+INR-Net-2 in the library's recipe for every density (`MODEL_KWARGS`: a latent lattice and
+whole-basis B-spline supports) on scrambled Sobol points (a fresh scramble each step),
+trains the matching CNN-2 on the same items' 28x28 pixels, and reports test accuracy at the
+training resolution, at 2x and at 4x:
 
-* INR-Net: on the 28x28 / 56x56 grids and on 784 / 3136 Sobol points (the test INRs are
-  sampled there: the INR-Net never sees pixels);
-* CNN: on the 28x28 test images, and at 2x on the images bilinearly upsampled to 56x56
-  (a pixel model has nothing finer to look at).
+* INR-Net: on the 28x28 / 56x56 / 112x112 grids and on 784 / 3136 / 12544 Sobol points (the
+  test INRs are sampled there: the INR-Net never sees pixels);
+* CNN: on the 28x28 test images, and at 2x / 4x on the images bilinearly upsampled to 56x56 /
+  112x112 (a pixel model has nothing finer to look at).
+
+Where the package ships trained weights for the dataset (``create_model("inrnet4",
+pretrained="fashion_mnist")``, trained on all 60000 training SIRENs), they are scored on the
+same test INRs too, without training, so the report shows what more data and steps buy.
 
 Both train for a fixed number of steps (``--steps``, default 8000 each: about 9 minutes on
 2 CPU cores), and both are tested with their batch norms re-estimated at each test
 setting's points (`RecalibrateNorms`, 20 training batches), so the scores do not depend on how loaded the machine is; ``--max-minutes``
 adds an optional cap on the total time, and the report then says whether it cut training
 short. It writes ``results.json``, CSV training logs and ``demo.png`` (test INRs rendered at
-4x, one step's Sobol points, predictions) to ``--out``.
+4x, one step's Sobol points, predictions, and accuracy against resolution for both models)
+to ``--out``.
 """
 
 from __future__ import annotations
@@ -37,13 +43,22 @@ from inrnet.lightning.classification import INRClassifier, PixelClassifier
 from inrnet.lightning.data import InMemoryINRDataset, SubsetINRDataset, open_dataset, random_subset
 from inrnet.lightning.datamodule import INRDataModule
 from inrnet.lightning.pixel import PixelDataModule
+from inrnet.models.pretrained import list_pretrained
 from inrnet.sampling import grid, sobol
 
 __all__ = ["run_demo", "main", "pixel_images"]
 
 FASHION_CLASSES = ("T-shirt", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Boot")
-INR_SETTINGS = ("grid:28x28", "sobol:784", "grid:56x56", "sobol:3136")
-CNN_SETTINGS = ("grid:28x28", "grid:56x56")
+INR_SETTINGS = ("grid:28x28", "sobol:784", "grid:56x56", "sobol:3136", "grid:112x112", "sobol:12544")
+CNN_SETTINGS = ("grid:28x28", "grid:56x56", "grid:112x112")
+SCALES = (("1x", "grid:28x28", "sobol:784"), ("2x", "grid:56x56", "sobol:3136"), ("4x", "grid:112x112", "sobol:12544"))
+"""``(name, grid, Sobol setting)`` of each test resolution."""
+MODEL_KWARGS = {"latent": "lattice", "support_extent": "basis"}
+"""The INR-Net's recipe for every density (docs/results.md, "A latent lattice and whole-basis supports")."""
+TRAIN_SAMPLER = "sobol:784"
+"""The INR-Net's training points per step."""
+SHIPPED = ("inrnet4", "fashion_mnist")
+"""Shipped weights scored beside the demo's models on Fashion-MNIST data, if the package has them."""
 RECALIBRATION_BATCHES = 20
 """Training batches with which both models' batch norms are re-estimated at each test setting."""
 
@@ -101,7 +116,8 @@ def run_demo(out: str | Path = "inrnet-demo", max_minutes: float | None = None, 
              dataset: str = "fashion_mnist_default", root: str | None = None, model: str = "inrnet2",
              baseline: str = "cnn2", limit_train: int | None = None, limit_test: int | None = None,
              batch_size: int = 64, progress: bool = True, steps: int = 8000,
-             baseline_steps: int | None = None) -> dict[str, Any]:
+             baseline_steps: int | None = None, train_sampler: str = TRAIN_SAMPLER,
+             shipped: bool = True) -> dict[str, Any]:
     """Train ``model`` on INRs and ``baseline`` on their pixels for a fixed number of steps; evaluate both.
 
     Args:
@@ -122,6 +138,9 @@ def run_demo(out: str | Path = "inrnet-demo", max_minutes: float | None = None, 
         steps: training steps of the INR-Net.
         baseline_steps: training steps of the CNN (default: ``steps``, so both see as many
             training items).
+        train_sampler: the INR-Net's training points per step (default `TRAIN_SAMPLER`).
+        shipped: also score the shipped weights `SHIPPED` on the test INRs, where they fit
+            the data (a Fashion-MNIST dataset: 1 channel, 10 classes) and the package has them.
 
     Returns:
         The results also written to ``out/results.json``.
@@ -140,9 +159,9 @@ def run_demo(out: str | Path = "inrnet-demo", max_minutes: float | None = None, 
     baseline_steps = steps if baseline_steps is None else baseline_steps
     left = None if max_minutes is None else max_minutes * 60 - (time.monotonic() - start)
 
-    dm = INRDataModule(dict(data), batch_size=batch_size, eval_batch_size=256, train_sampler="sobol:784",
+    dm = INRDataModule(dict(data), batch_size=batch_size, eval_batch_size=256, train_sampler=train_sampler,
                        test_samplers=list(INR_SETTINGS), seed=seed)
-    inr_net = INRClassifier(model, kwargs)
+    inr_net = INRClassifier(model, {**kwargs, **MODEL_KWARGS})
     trainer = _trainer(out, model, steps, None if left is None else 0.55 * left, progress)
     trainer.fit(inr_net, dm)
     inr_steps = trainer.global_step
@@ -162,11 +181,17 @@ def run_demo(out: str | Path = "inrnet-demo", max_minutes: float | None = None, 
         "dataset": dataset, "train_items": len(data["train"]), "test_items": len(data["test"]),
         "inr_family": repr(family), "seed": seed,
         "max_minutes": max_minutes,
-        model: {"steps": inr_steps, "planned_steps": steps, **{s: _top1(inr_results, s) for s in INR_SETTINGS}},
+        model: {"steps": inr_steps, "planned_steps": steps, "train_sampler": train_sampler, **MODEL_KWARGS,
+                **{s: _top1(inr_results, s) for s in INR_SETTINGS}},
         baseline: {"steps": cnn_steps, "planned_steps": baseline_steps, "pixels": pixels["train"][1],
                    **{s: _top1(cnn_results, s) for s in CNN_SETTINGS}},
     }
-    figure = save_figure(out / "demo.png", inr_net, data, seed)
+    if shipped and _has_shipped(dataset, family.out_features, num_classes):
+        name, tag = SHIPPED
+        trainer = _trainer(out, f"{name}_{tag}", 1, None, progress)
+        shipped_results = trainer.test(INRClassifier(name, {"pretrained": tag}), dm, verbose=False)
+        results["shipped"] = {"model": name, "pretrained": tag, **{s: _top1(shipped_results, s) for s in INR_SETTINGS}}
+    figure = save_figure(out / "demo.png", inr_net, data, seed, results, model, baseline)
     results["figure"] = str(figure)
     results["minutes"] = (time.monotonic() - start) / 60
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -174,21 +199,52 @@ def run_demo(out: str | Path = "inrnet-demo", max_minutes: float | None = None, 
     return results
 
 
+def _has_shipped(dataset: Any, channels: int, classes: int) -> bool:
+    """Whether the shipped weights `SHIPPED` exist and fit this data (a Fashion-MNIST dataset by name)."""
+    return (isinstance(dataset, str) and dataset.startswith("fashion_mnist") and (channels, classes) == (1, 10)
+            and SHIPPED in list_pretrained())
+
+
+GAP_AT_1X = 0.03
+"""How far (top-1) the demo's INR-Net may trail its CNN twin at 1x before the report explains it."""
+
+
 def report(results: dict[str, Any], model: str, baseline: str) -> str:
-    """The demo's results as a small text table."""
+    """The demo's results as a small text table (1x / 2x / 4x where measured)."""
     inr, cnn = results[model], results[baseline]
     pct = "{:6.1%}".format
+    scales = [(n, g, s) for n, g, s in SCALES if g in inr and s in inr and g in cnn]
+    sizes = {g: g.split(":")[1] for _, g, _ in scales}
+    cell = lambda r, key: f"{pct(r[key]) if key in r else '':>14}"  # noqa: E731
+    shipped = results.get("shipped")
     lines = [
         f"Test top-1 accuracy on {results['test_items']} test INRs of {results['dataset']!r} "
         f"({results['train_items']} training items, {results['minutes']:.1f} min in all)",
-        f"{'':34}{'1x (28x28)':>16}{'2x (56x56)':>16}",
-        f"{model + ', grid':34}{pct(inr['grid:28x28']):>16}{pct(inr['grid:56x56']):>16}",
-        f"{model + ', Sobol (784 / 3136 points)':34}{pct(inr['sobol:784']):>16}{pct(inr['sobol:3136']):>16}",
-        f"{baseline + ', pixels':34}{pct(cnn['grid:28x28']):>16}{pct(cnn['grid:56x56']):>16}",
-        f"{model} trained {inr['steps']} steps on 784 Sobol points per step; {baseline} trained "
-        f"{cnn['steps']} steps on {cnn['pixels']}.",
-        f"At 2x the CNN sees the 28x28 images bilinearly upsampled to 56x56. Figure: {results['figure']}",
+        f"{'':44}" + "".join(f"{f'{n} ({sizes[g]})':>14}" for n, g, _ in scales),
+        f"{model + ', grid':44}" + "".join(cell(inr, g) for _, g, _ in scales),
+        f"{model + ', Sobol (' + ' / '.join(s.split(':')[1] for _, _, s in scales) + ' points)':44}"
+        + "".join(cell(inr, s) for _, _, s in scales),
+        f"{baseline + ', pixels':44}" + "".join(cell(cnn, g) for _, g, _ in scales),
     ]
+    if shipped:
+        name = f"{shipped['model']} pretrained={shipped['pretrained']!r}"
+        lines += [f"{name + ', grid':44}" + "".join(cell(shipped, g) for _, g, _ in scales),
+                  f"{name + ', Sobol':44}" + "".join(cell(shipped, s) for _, _, s in scales)]
+    sampler = inr.get("train_sampler", "sobol:784").split(":")[1]
+    lines += [
+        f"{model} trained {inr['steps']} steps on {sampler} Sobol points per step; {baseline} trained "
+        f"{cnn['steps']} steps on {cnn['pixels']}.",
+        f"At 2x and 4x the CNN sees the 28x28 images bilinearly upsampled. Figure: {results['figure']}",
+    ]
+    gap = cnn["grid:28x28"] - inr["grid:28x28"]
+    if gap > GAP_AT_1X:
+        why = (f"{model} trails {baseline} by {gap:.1%} at 1x: it trains on scattered Sobol points, whose quadrature "
+               f"noise the CNN's sums over pixels do not have, and {inr['steps']} steps on {results['train_items']} "
+               "items do not close that gap.")
+        if shipped:
+            why += (f" The shipped {shipped['model']} (all 60000 training SIRENs, many more steps) scores "
+                    f"{shipped['grid:28x28']:.1%} on the 28x28 grid of the same test INRs.")
+        lines.append(why)
     short = [name for name, r in ((model, inr), (baseline, cnn)) if r["steps"] < r.get("planned_steps", r["steps"])]
     if short:
         lines.append(f"The {results.get('max_minutes')}-minute cap stopped {' and '.join(short)} before the planned "
@@ -197,8 +253,10 @@ def report(results: dict[str, Any], model: str, baseline: str) -> str:
 
 
 @torch.no_grad()
-def save_figure(path: Path, classifier: INRClassifier, data: dict[str, Any], seed: int) -> Path:
-    """Test INRs rendered at 112x112, one step's 784 Sobol points, and predictions at 56x56."""
+def save_figure(path: Path, classifier: INRClassifier, data: dict[str, Any], seed: int,
+                results: dict[str, Any] | None = None, model: str = "", baseline: str = "") -> Path:
+    """Test INRs rendered at 112x112, one step's 784 Sobol points, predictions at 56x56, and
+    (given ``results``) top-1 against resolution for the INR-Net, its CNN twin and the shipped weights."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -217,7 +275,7 @@ def save_figure(path: Path, classifier: INRClassifier, data: dict[str, Any], see
     pts = sobol(784, 2, seed=seed)
     at_pts = ((sample(inrs[:1], pts).values - lo) / (hi - lo))[0, :, 0]  # (784,)
 
-    fig = plt.figure(figsize=(12, 5.2))
+    fig = plt.figure(figsize=(12, 5.6))
     spec = fig.add_gridspec(2, 6)
     for i in range(min(4, n)):
         ax = fig.add_subplot(spec[0, i])
@@ -231,18 +289,41 @@ def save_figure(path: Path, classifier: INRClassifier, data: dict[str, Any], see
     ax.set_title("INR 0 at one step's 784 scrambled Sobol points", fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
-    for i in range(min(6, n)):
+    for i in range(min(4, n)):
         ax = fig.add_subplot(spec[1, i])
         ax.imshow(coarse[i, :, 0].reshape(56, 56), cmap="gray", vmin=0, vmax=1)
         ok = int(pred[i]) == int(labels[i])
         ax.set_title(f"pred {names[int(pred[i])]}\ntrue {names[int(labels[i])]}", fontsize=8,
                      color="green" if ok else "red")
         ax.axis("off")
-    fig.suptitle("INR-Net on INRs: renders, sample points, predictions at 2x (56x56 grid)", fontsize=10)
+    if results is not None:
+        _accuracy_plot(fig.add_subplot(spec[1, 4:]), results, model, baseline)
+    fig.suptitle("INR-Net on INRs: renders, sample points, predictions at 2x (56x56 grid), accuracy against "
+                 "resolution", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _accuracy_plot(ax, results: dict[str, Any], model: str, baseline: str) -> None:
+    """Top-1 (%) at 1x / 2x / 4x: the INR-Net on grids and on Sobol points, the CNN on (upsampled) pixels,
+    and the shipped weights where scored."""
+    curves = [(f"{model} (grid)", results[model], 1, "C0", "-"), (f"{model} (Sobol)", results[model], 2, "C0", "--"),
+              (f"{baseline} (pixels)", results[baseline], 1, "C3", "-")]
+    if results.get("shipped"):
+        name = f"{results['shipped']['model']} pretrained"
+        curves += [(f"{name} (grid)", results["shipped"], 1, "C2", "-"),
+                   (f"{name} (Sobol)", results["shipped"], 2, "C2", "--")]
+    for label, scores, column, color, style in curves:
+        xs = [i for i, scale in enumerate(SCALES) if scale[column] in scores]
+        ax.plot(xs, [100 * scores[SCALES[i][column]] for i in xs], style, color=color, marker="o", label=label)
+    ax.set_xticks(range(len(SCALES)), [f"{n}\n{g.split(':')[1]}" for n, g, _ in SCALES], fontsize=7)
+    ax.set_ylabel("test top-1 (%)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="lower left")
+    ax.set_title("accuracy against resolution", fontsize=8)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -261,6 +342,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--root", default=None, help="where named datasets live")
     parser.add_argument("--model", default="inrnet2", choices=["inrnet2", "inrnet4"])
     parser.add_argument("--baseline", default="cnn2", choices=["cnn2", "cnn4"])
+    parser.add_argument("--train-sampler", default=TRAIN_SAMPLER,
+                        help="the INR-Net's training points per step (default: %(default)s)")
+    parser.add_argument("--no-shipped", action="store_true", help="do not score the shipped pretrained weights")
     parser.add_argument("--limit-train", type=int, default=None, help="use this many training items")
     parser.add_argument("--limit-test", type=int, default=None, help="use this many test items")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -272,4 +356,5 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error(f"{name} must be a positive number of steps, got {value}")
     return run_demo(args.out, args.max_minutes, args.seed, args.dataset, args.root, args.model, args.baseline,
                     args.limit_train, args.limit_test, progress=not args.no_progress, steps=args.steps,
-                    baseline_steps=args.baseline_steps)
+                    baseline_steps=args.baseline_steps, train_sampler=args.train_sampler,
+                    shipped=not args.no_shipped)

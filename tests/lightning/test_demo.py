@@ -59,6 +59,19 @@ def test_report_states_what_2x_means_for_each_model():
          "c": {"steps": 2, "pixels": "p", "grid:28x28": 1.0, "grid:56x56": 0.0}}
     text = report(r, "m", "c")
     assert " 50.0%" in text and " 25.0%" in text and "100.0%" in text and "bilinearly upsampled" in text
+    assert "4x (112x112)" not in text  # not measured
+    assert "m trails c by 50.0% at 1x" in text  # more than GAP_AT_1X behind: the report says why
+
+
+def test_report_shows_4x_and_the_shipped_weights():
+    inr = {"steps": 3, "grid:28x28": 0.88, "grid:56x56": 0.87, "grid:112x112": 0.86, "sobol:784": 0.85,
+           "sobol:3136": 0.86, "sobol:12544": 0.86, "train_sampler": "sobol:784-3136"}
+    r = {"dataset": "d", "train_items": 10, "test_items": 5, "minutes": 1.0, "figure": "f.png", "m": inr,
+         "c": {"steps": 2, "pixels": "p", "grid:28x28": 0.9, "grid:56x56": 0.5, "grid:112x112": 0.3},
+         "shipped": {"model": "inrnet4", "pretrained": "fashion_mnist", **{k: 0.91 for k in inr if ":" in k}}}
+    text = report(r, "m", "c")
+    assert "4x (112x112)" in text and " 30.0%" in text and "inrnet4 pretrained='fashion_mnist', Sobol" in text
+    assert "784-3136 Sobol points per step" in text and "trails" not in text  # 2 points behind at 1x: no excuse
 
 
 @pytest.mark.slow
