@@ -2,10 +2,9 @@
 
     python datasets/imagenet_big12/build.py --imagenet /data/imagenet --wordnet /data/imagenet/wordnet.is_a.txt \
         --split train --out /data/inr/imagenet_big12
-    # 8 GPUs, one process each:
-    for k in 0 1 2 3 4 5 6 7; do CUDA_VISIBLE_DEVICES=$k python datasets/imagenet_big12/build.py \
-        --imagenet /data/imagenet --wordnet /data/devkit/data/meta.mat --split train --out /data/inr/imagenet_big12 \
-        --part $k/8 & done; wait
+    # 8 GPUs, one process each (each takes --part RANK/8 and cuda:LOCAL_RANK; see docs/guide/scale.md):
+    torchrun --standalone --nproc-per-node 8 datasets/imagenet_big12/build.py \
+        --imagenet /data/imagenet --wordnet /data/devkit/data/meta.mat --split train --out /data/inr/imagenet_big12
 
 ``--imagenet`` holds ``train/<wnid>/*.JPEG`` and ``val/<wnid>/*.JPEG``; ``--wordnet`` is
 ``wordnet.is_a.txt`` (with ``words.txt`` beside it) or the ILSVRC2012 devkit's ``meta.mat``.

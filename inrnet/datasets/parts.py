@@ -8,7 +8,13 @@ set of chunks (``--part k/n`` takes the k-th of n contiguous blocks of chunks,
 INRs do not depend on how the work was split. ``<root>/build.json`` records the
 settings; a rerun with different ones is refused. When every chunk is finished, the
 chunk shards are listed in one ``<root>/manifest.json`` and ``root`` is an ordinary
-[`INRDataset`][inrnet.inr.dataset.INRDataset] (whichever process finishes last writes it).
+[`INRDataset`][inrnet.inr.dataset.INRDataset]: whichever process finds every chunk finished
+merges, under the lock file ``<root>/.merge.lock``, so processes finishing together merge
+once (see [`merge_parts`][inrnet.datasets.parts.merge_parts]).
+
+Under ``torchrun`` or a SLURM job array the build scripts take ``--part rank/world`` and
+their GPU from the launcher ([`inrnet.datasets.launch`][inrnet.datasets.launch], through
+[`apply_build_arguments`][inrnet.datasets.parts.apply_build_arguments]).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -25,8 +32,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from inrnet.datasets.launch import LAUNCHERS, detect_launch, resolve_device, resolve_part
 from inrnet.inr import INRBatch, INRDataset, INRFamily, build_dataset, family_from_dict, read_manifest
-from inrnet.inr.store import new_manifest, verify_shard, write_manifest
+from inrnet.inr.store import MANIFEST, _atomic_write, new_manifest, verify_shard, write_manifest
 
 __all__ = ["parse_part", "chunk_ranges", "select_chunks", "build_parts", "merge_parts", "parts_done",
            "read_items", "build_report", "add_build_arguments", "apply_build_arguments", "log_quality"]
@@ -34,7 +42,9 @@ __all__ = ["parse_part", "chunk_ranges", "select_chunks", "build_parts", "merge_
 log = logging.getLogger(__name__)
 BUILD = "build.json"
 TIMING = "timing.json"
-"""Per chunk: the wall time of its fit, written beside its shard."""
+"""Per chunk: the wall time of its fit and who fitted it (part, host, pid), written beside its shard."""
+MERGE_LOCK = ".merge.lock"
+"""Held (created with ``O_CREAT | O_EXCL``) by the process writing ``<root>/manifest.json``."""
 
 
 def parse_part(spec: str) -> tuple[int, int]:
@@ -90,9 +100,12 @@ def _check_settings(root: Path, settings: dict[str, Any]) -> None:
                              f"there, {[settings.get(k) for k in diff]} now); use another directory")
         return
     root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{BUILD}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(settings, indent=1))
-    os.replace(tmp, path)
+    try:
+        _atomic_write(path, lambda p: p.write_text(json.dumps(settings, indent=1)))
+    except FileNotFoundError:  # another process (same pid, other node) wrote it at the same moment
+        if not path.is_file():
+            raise
+        _check_settings(root, settings)
 
 
 def parts_done(root: str | os.PathLike, count: int, chunk_size: int, checksum: Sequence[int] = ()) -> list[bool]:
@@ -114,13 +127,77 @@ def parts_done(root: str | os.PathLike, count: int, chunk_size: int, checksum: S
     return done
 
 
-def merge_parts(root: str | os.PathLike) -> INRDataset:
+def _alive(holder: Mapping[str, Any]) -> bool:
+    """Whether a lock's holder may still run: always, unless it is a dead process of this machine."""
+    if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+        return True
+    try:
+        os.kill(holder["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _acquire(path: Path, stale_after: float, poll: float = 0.2) -> dict[str, Any]:
+    """Create the lock file ``path`` atomically, waiting while another live process holds it."""
+    me = {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                holder, age = json.loads(path.read_text() or "{}"), time.time() - path.stat().st_mtime
+            except (FileNotFoundError, json.JSONDecodeError):
+                holder, age = {}, 0.0  # released or being written just now
+            if (holder and not _alive(holder)) or age > stale_after:
+                log.warning("%s: removing a stale merge lock (held by %s for %.0f s)", path.parent, holder, age)
+                path.unlink(missing_ok=True)
+            else:
+                time.sleep(poll)
+            continue
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        return me
+
+
+def _release(path: Path, me: Mapping[str, Any]) -> None:
+    try:
+        if json.loads(path.read_text()) == me:
+            path.unlink()
+    except (FileNotFoundError, json.JSONDecodeError):
+        pass
+
+
+def merge_parts(root: str | os.PathLike, stale_after: float = 3600.0) -> INRDataset:
     """List every finished chunk's shard in ``<root>/manifest.json`` and open the dataset.
+
+    Safe to call from many processes at once: the merge runs under the lock file
+    ``<root>/.merge.lock`` (created with ``O_CREAT | O_EXCL``, which local file systems,
+    NFS v3+ and Lustre make atomic); a process finding it taken waits for it. The manifest
+    is (atomically) written only if it does not already list exactly the current chunks,
+    so a merge done is not redone, and a refitted chunk (a new checksum) is merged again.
+
+    Args:
+        root: the build directory.
+        stale_after: seconds after which a lock is taken to be left by a crashed process
+            and removed (a lock of a dead process of this machine is removed at once).
 
     Raises:
         ValueError: some chunks are unfinished (naming how many and the first ones).
     """
     root = Path(root)
+    lock = root / MERGE_LOCK
+    me = _acquire(lock, stale_after)
+    try:
+        merged = _merge_locked(root)
+    finally:
+        _release(lock, me)
+    return merged
+
+
+def _merge_locked(root: Path) -> INRDataset:
     settings = json.loads((root / BUILD).read_text())
     count, chunk_size = settings["count"], settings["chunk_size"]
     ranges = chunk_ranges(count, chunk_size)
@@ -136,7 +213,15 @@ def merge_parts(root: str | os.PathLike) -> INRDataset:
             rel = part.relative_to(root) / entry["file"]
             manifest["shards"].append({**entry, "file": rel.as_posix(), "start": a + entry["start"]})
     manifest["complete"] = True
-    write_manifest(root, manifest)
+    try:
+        old = json.loads((root / MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        old = None
+    if old == json.loads(json.dumps(manifest)):
+        log.info("%s: already merged (%d chunks)", root, len(ranges))
+    else:
+        write_manifest(root, manifest)
+        log.info("%s: merged %d chunks into %s", root, len(ranges), MANIFEST)
     return INRDataset(root, verify=False)
 
 
@@ -182,12 +267,14 @@ def build_parts(root: str | os.PathLike, source: Callable[[int, int], tuple[Tens
                       shard_size=b - a, fit_kwargs=fit_kwargs, seed=seed + i, progress=False)
         timing = {"seconds": round(time.time() - t0, 2), "items": b - a, "device": str(fit_kwargs.get("device")),
                   "compile": bool(fit_kwargs.get("compile")), "threads": torch.get_num_threads(),
-                  "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-        (_part_dir(root, a, b) / TIMING).write_text(json.dumps(timing))
+                  "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                  "part": list(part) if part is not None else None, "host": socket.gethostname(),
+                  "pid": os.getpid()}
+        _atomic_write(_part_dir(root, a, b) / TIMING, lambda p, t=timing: p.write_text(json.dumps(t)))
         bar.update(b - a)
     bar.close()
     if all(parts_done(root, count, chunk_size)):
-        return merge_parts(root)  # (re)written: a refitted chunk has a new checksum
+        return merge_parts(root)  # once: not rewritten unless a chunk was refitted (a new checksum)
     return None
 
 
@@ -229,29 +316,60 @@ def build_report(root: str | os.PathLike) -> dict[str, Any]:
 def add_build_arguments(parser, chunk_size: int) -> None:
     """Add the options every build script shares to an ``argparse`` parser.
 
-    ``--start/--stop`` (item range), ``--part k/n``, ``--chunk-size``, ``--device``,
-    ``--no-compile`` and ``--threads``.
+    ``--start/--stop`` (item range), ``--part k/n``, ``--launcher``, ``--chunk-size``,
+    ``--device``, ``--no-compile`` and ``--threads``.
+
+    Args:
+        parser: an ``argparse.ArgumentParser``.
+        chunk_size: the script's default INRs per chunk.
     """
     parser.add_argument("--start", type=int, default=None, help="first item (its whole chunk is built)")
     parser.add_argument("--stop", type=int, default=None, help="end of the item range")
     parser.add_argument("--part", type=parse_part, default=None, help="k/n: the k-th of n blocks of chunks "
-                        "(one per process / GPU, e.g. CUDA_VISIBLE_DEVICES=k ... --part k/n)")
+                        "(one per process / GPU; under torchrun or a SLURM array: rank/world by default)")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="auto",
+                        help="where --part and the GPU come from: auto (torchrun's RANK/WORLD_SIZE/LOCAL_RANK, "
+                        "a SLURM array's SLURM_ARRAY_TASK_ID/COUNT, if set), torchrun or slurm (required), "
+                        "none (only --part)")
     parser.add_argument("--chunk-size", type=int, default=chunk_size,
                         help=f"INRs per chunk (default {chunk_size}; it fixes the seeds, keep it across parts)")
-    parser.add_argument("--device", default=None, help="fitting device (default: cuda if available, else cpu)")
+    parser.add_argument("--device", default=None, help="fitting device (default: cuda if available, else cpu; "
+                        "under a launcher, cuda:LOCAL_RANK)")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
                         help="fit eagerly (default: torch.compile the fitting step, about 2x faster)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
 
 
 def apply_build_arguments(args) -> str:
-    """Set the thread count and logging; return the fitting device."""
-    import torch
+    """Set the thread count and logging, take the launcher's part (into ``args.part``); return the device.
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    Under ``torchrun`` or a SLURM array ([`detect_launch`][inrnet.datasets.launch.detect_launch]
+    with ``args.launcher``), ``args.part`` becomes ``(rank, world)`` (an explicit ``--part``
+    must agree: [`resolve_part`][inrnet.datasets.launch.resolve_part]) and log lines start
+    with ``[part rank/world]``.
+
+    Args:
+        args: the parsed options of [`add_build_arguments`][inrnet.datasets.parts.add_build_arguments].
+
+    Returns:
+        The fitting device ([`resolve_device`][inrnet.datasets.launch.resolve_device]):
+        ``--device`` if it names one, else ``cuda:LOCAL_RANK`` under a launcher on a
+        GPU machine, ``cuda`` or ``cpu``.
+
+    Raises:
+        ValueError: the launcher's variables are malformed, or ``--part`` disagrees with them.
+    """
+    launch = detect_launch(launcher=getattr(args, "launcher", "auto"))
+    args.part = resolve_part(args.part, launch)
+    prefix = f"[part {launch.rank}/{launch.world}] " if launch.launched else ""
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {prefix}%(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device, launch, torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    if launch.launched:
+        log.info("%s: rank %d of %d (local %d) builds --part %d/%d on %s", launch.launcher, launch.rank,
+                 launch.world, launch.local_rank, *args.part, device)
+    return device
 
 
 def log_quality(quality: Mapping[str, Tensor]) -> None:
