@@ -7,7 +7,8 @@ without a network). See ``docs/conversion.md`` for the layer-by-layer rules, wha
 exact, and what changes on QMC points.
 
 The modules, bottom up: `registry` (the rule table, `Site`, `ConversionError`); the layers
-only the converter builds, `box_pool` and `twin_layers`; the rules for modules,
+only the converter builds, `box_pool`, `twin_layers`, `window_pool` (cropped pooling) and
+`resize_layers` (bilinear resizing, transposed convolutions); the rules for modules,
 `pointwise_rules`, `window_rules` and `zoo_rules` (torchvision's and timm's, registered by
 [`load_zoo_rules`][inrnet.convert.load_zoo_rules]); `ops` and `function_rules` (functions and
 methods on feature maps); `graph` (tracing and rebuilding); `pretrained`. Importing this

@@ -4,15 +4,17 @@ Calls on plain tensors are copied unchanged; a call with a feature-map argument 
 up here by its target (a function, or ``("method", name)``) and lowered to a call on the
 field (`inrnet.convert.ops`), to a module (functional pooling becomes the module's
 rule), or to an alias (``permute`` between channels-first and channels-last only changes
-how later calls read the values; ``contiguous`` is the identity). Anything else raises a
-[`ConversionError`][inrnet.convert.ConversionError] naming the function and its path.
+how later calls read the values; ``contiguous`` is the identity). A feature map's ``.shape``
+and ``.size()`` are the field's batch size and channels with the spatial size at conversion
+(`feature_map_shape`), so that ``F.interpolate(x, size=input.shape[-2:])`` converts.
+Anything else raises a [`ConversionError`][inrnet.convert.ConversionError] naming the function and its path.
 """
 
 from __future__ import annotations
 
 import inspect
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +24,12 @@ from torch import fx, nn
 
 from inrnet.convert import ops
 from inrnet.convert.box_pool import BoxPool
+from inrnet.convert.ops import _traceable
 from inrnet.convert.registry import ConversionError, NodeInfo, Site, find_rule
 from inrnet.convert.window_rules import check_upsample_mode, flatten_field
-from inrnet.field import PointSet, check_same_points
+from inrnet.field import Field, PointSet, check_same_points
 
-__all__ = ["Lowered", "Call", "FUNCTION_RULES", "register_function"]
+__all__ = ["Lowered", "Call", "FUNCTION_RULES", "register_function", "feature_map_shape", "concat_constants"]
 
 
 @dataclass
@@ -138,11 +141,16 @@ def _binary(call: Call) -> Lowered:
 
 @register_function(torch.cat, torch.concat, torch.concatenate)
 def _cat(call: Call) -> Lowered:
-    items = call.arg(0, "tensors")
+    """``torch.cat`` of feature maps along the channels; a plain operand may be a tensor resized from
+    ``1 x 1`` (DeepLab's ASPP pooling branch, ``F.interpolate(pooled, size=x.shape[-2:])``), constant in
+    space, which `concat_constants` broadcasts to the points."""
+    items = list(call.arg(0, "tensors"))
     dim = call.arg(1, "dim", 0)
-    if not all(call.is_field(x) for x in items):
-        raise call.error("concatenating a feature map with a plain tensor is not supported")
-    infos = [call.info(x) for x in items]
+    constants = {x: source for x in items if not call.is_field(x) and (source := _resized_from_1x1(x)) is not None}
+    if not all(call.is_field(x) or x in constants for x in items):
+        raise call.error("concatenating a feature map with a plain tensor is not supported (only with one resized "
+                         "from 1 x 1, constant in space)")
+    infos = [call.info(x) for x in items if call.is_field(x)]
     ndim, layout = len(infos[0].shape), infos[0].layout
     if any(i.layout != layout for i in infos) or dim % ndim != (1 if layout == "first" else ndim - 1):
         raise call.error(f"only concatenation along the channels is supported, got dim={dim} of channels-{layout} "
@@ -152,7 +160,38 @@ def _cat(call: Call) -> Lowered:
             check_same_points(infos[0].points, i.points, "concatenated feature maps")
     except ValueError as e:
         raise call.error(str(e)) from None
-    return Lowered(fn=ops.concat, args=(list(items),), points=infos[0].points, layout=layout)
+    if constants:
+        return Lowered(fn=concat_constants, args=([constants.get(x, x) for x in items],), points=infos[0].points,
+                       layout=layout)
+    return Lowered(fn=ops.concat, args=(items,), points=infos[0].points, layout=layout)
+
+
+def _resized_from_1x1(node) -> fx.Node | None:
+    """The ``[B, C, 1, ..., 1]`` tensor that ``node`` resizes with ``F.interpolate``, if it is one."""
+    if not isinstance(node, fx.Node) or node.target is not F.interpolate:
+        return None
+    source = node.args[0] if node.args else node.kwargs.get("input")
+    meta = source.meta.get("tensor_meta") if isinstance(source, fx.Node) else None
+    shape = tuple(getattr(meta, "shape", ()))
+    return source if len(shape) > 2 and all(s == 1 for s in shape[2:]) else None
+
+
+@_traceable
+def concat_constants(items: Sequence) -> Field:
+    """`ops.concat` of fields and tensors constant in space, broadcast to the fields' points.
+
+    Args:
+        items: Fields with values Tensor[B, N, C_i] on the same points, and tensors
+            Tensor[B, C_i, 1, ..., 1] (or channels-last ``[B, 1, ..., 1, C_i]``).
+
+    Returns:
+        Field with values Tensor[B, N, sum C_i].
+    """
+    ref = next(x for x in items if isinstance(x, Field))
+    fields = [x if isinstance(x, Field) else
+              Field(x.flatten(1)[:, None, :].expand(-1, ref.points.n, -1), ref.points)  # (B, N, C_i)
+              for x in items]
+    return ops.concat(fields)
 
 
 @register_function(torch.flatten, *_m("flatten"))
@@ -242,11 +281,16 @@ def _last_axis(call: Call) -> Lowered:
                    points=info.points, layout=info.layout)
 
 
+def _nodes(value) -> list[fx.Node]:
+    """The graph nodes in an argument (nested in tuples, lists and dicts)."""
+    nodes: list[fx.Node] = []
+    fx.map_arg(value, nodes.append)
+    return nodes
+
+
 def _constants(call: Call) -> tuple[tuple, dict]:
     args, kwargs = call.node.args[1:], dict(call.node.kwargs)
-    nodes: list[fx.Node] = []
-    fx.map_arg((args, kwargs), nodes.append)
-    if nodes:
+    if nodes := _nodes((args, kwargs)):
         raise call.error(f"its arguments must be constants at trace time, got {[n.name for n in nodes]}")
     kwargs.pop("inplace", None)
     kwargs.pop("training", None)
@@ -291,13 +335,51 @@ def _functional_module(call: Call) -> Lowered:
 def _interpolate(call: Call) -> Lowered:
     """``F.interpolate`` (by ``size`` or ``scale_factor``): the rule of ``nn.Upsample`` with its arguments.
 
-    ``antialias`` is dropped: torch allows it only for interpolating modes, which do not convert.
+    A ``size`` computed in the traced forward (``size=input.shape[-2:]``, torchvision's
+    segmentation heads) is the size the CNN resizes to at conversion. ``antialias=True`` is
+    an error (it changes linear interpolation only when shrinking, which converts without it).
     """
     x = call.only_field(0)
-    args, kwargs = _constants(call)
-    bound = inspect.signature(F.interpolate).bind(x, *args, **kwargs)
+    bound = inspect.signature(F.interpolate).bind(*call.node.args, **call.node.kwargs)
     bound.apply_defaults()
-    arguments = {k: v for k, v in bound.arguments.items() if k not in ("input", "antialias")}
+    arguments = {k: v for k, v in bound.arguments.items() if k != "input"}
+    if _nodes(arguments["size"]):
+        arguments["size"] = tuple(call.out_shape()[2:])
+    if nodes := _nodes(arguments):
+        raise call.error(f"its arguments must be constants at trace time, got {[n.name for n in nodes]}")
     if (reason := check_upsample_mode(arguments["mode"])) is not None:
         raise call.error(reason)
+    if arguments.pop("antialias"):
+        raise call.error("antialias=True is not supported")
     return _lower_module(call, x, nn.Upsample(**arguments))
+
+
+@_traceable
+def feature_map_shape(field: Field, spatial: tuple[int, ...], layout: str, dim: int | None = None):
+    """A feature map's ``.shape`` / ``.size(dim)`` in the CNN: the field's batch size and
+    channels, and ``spatial``, the CNN's spatial size at conversion.
+
+    Args:
+        field: values Tensor[B, N, C].
+        spatial: the spatial size.
+        layout: ``"first"`` (``[B, C, *spatial]``) or ``"last"`` (``[B, *spatial, C]``).
+        dim: one axis (``x.size(dim)``), or ``None`` for all.
+
+    Returns:
+        ``torch.Size``, or an ``int`` with ``dim``.
+    """
+    b, c = field.batch_size, field.channels
+    shape = torch.Size((b, c, *spatial) if layout == "first" else (b, *spatial, c))
+    return shape if dim is None else shape[dim]
+
+
+@register_function(getattr, *_m("size"))
+def _shape(call: Call) -> Lowered:
+    """``x.shape`` and ``x.size(dim)`` of a feature map (see `feature_map_shape`); other attributes are errors."""
+    x = call.only_field(0)
+    if call.node.target is getattr and call.node.args[1] != "shape":
+        raise call.error(f"attribute {call.node.args[1]!r} of a feature map is not supported (only .shape)")
+    dim = None if call.node.target is getattr else call.arg(1, "dim")
+    info = call.info(x)
+    spatial = info.shape[2:] if info.layout == "first" else info.shape[1:-1]
+    return Lowered(fn=feature_map_shape, args=(x, tuple(spatial), info.layout, dim))

@@ -29,11 +29,12 @@ import operator
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from inrnet.convert import ops
-from inrnet.convert.function_rules import FUNCTION_RULES, Call, Lowered
+from inrnet.convert.function_rules import FUNCTION_RULES, Call, Lowered, feature_map_shape
 from inrnet.convert.registry import ConversionError, NodeInfo, Site, find_rule
 from inrnet.convert.zoo_rules import load_zoo_rules
 from inrnet.field import PointSet
@@ -132,6 +133,18 @@ def _mutates_first_argument(node: fx.Node) -> bool:
     return False
 
 
+_PURE_WHEN_UNUSED = (feature_map_shape, operator.getitem, F.interpolate)
+"""Calls the rebuilt graph drops when nothing uses them: a feature map's ``.shape`` and its items, and
+the resizing of a ``1 x 1`` tensor that ``torch.cat`` broadcasts instead (`concat_constants`)."""
+
+
+def _drop_unused(graph: fx.Graph) -> None:
+    """Erase the calls of `_PURE_WHEN_UNUSED` without users, last first (so chains go too)."""
+    for node in reversed(list(graph.nodes)):
+        if node.op == "call_function" and node.target in _PURE_WHEN_UNUSED and not node.users:
+            graph.erase_node(node)
+
+
 def _copy_attr(value):
     if isinstance(value, nn.Parameter):
         return nn.Parameter(value.detach().clone(), requires_grad=value.requires_grad)
@@ -156,6 +169,7 @@ class _Rebuild:
     def run(self) -> fx.GraphModule:
         for node in self.traced.graph.nodes:
             getattr(self, f"_{node.op}")(node)
+        _drop_unused(self.graph)
         gm = fx.GraphModule(self.root, self.graph, class_name="INRNet")
         attributes = {"input_shape": self.input_shape, "in_channels": self.in_channels}
         gm.meta["_user_preserved_attributes"] = attributes  # kept by deepcopy

@@ -312,14 +312,21 @@ def test_nearest_interpolation_is_exact_on_the_grid(up, h):
 @pytest.mark.parametrize("up,where", [
     (functools.partial(F.interpolate, scale_factor=2, mode="bicubic"), r"torch\.nn\.functional\.interpolate in the "
                                                                        r"top-level forward \(node interpolate\)"),
-    (functools.partial(F.interpolate, size=(10, 8), mode="bilinear"), "interpolate"),
+    (functools.partial(F.interpolate, size=(10, 8), mode="area"), "interpolate"),
     (nn.Upsample(scale_factor=2, mode="bicubic"), "Upsample at 'up'"),
-], ids=["F-bicubic", "F-size-bilinear", "Upsample-bicubic"])
+], ids=["F-bicubic", "F-size-area", "Upsample-bicubic"])
 def test_interpolating_upsampling_names_the_mode_and_the_supported_ones(up, where):
     mode = up.mode if isinstance(up, nn.Module) else up.keywords["mode"]
     with pytest.raises(ConversionError, match=where) as info:
         from_torch(Resized(up), (10, 8))
-    assert f"mode={mode!r} is not supported; the supported modes are 'nearest', 'nearest-exact'" in str(info.value)
+    assert (f"mode={mode!r} is not supported; the supported modes are 'nearest', 'nearest-exact', 'linear', "
+            "'bilinear', 'trilinear'") in str(info.value)
+
+
+def test_antialiased_interpolation_raises():
+    up = functools.partial(F.interpolate, size=(10, 8), mode="bilinear", antialias=True)
+    with pytest.raises(ConversionError, match=r"interpolate.*antialias=True is not supported"):
+        from_torch(Resized(up), (10, 8))
 
 
 def test_from_torch_needs_a_module():

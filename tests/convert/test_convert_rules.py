@@ -124,17 +124,17 @@ def test_inplace_activations_are_copied_out_of_place(h):
 
 
 @pytest.mark.parametrize("module,match", [
-    (nn.Conv2d(3, 4, 3, padding=1, dilation=2), "dilation"),
+    (nn.Conv2d(3, 4, 3, padding=3, dilation=2), "exceeds 'same' padding"),
     (nn.Conv2d(3, 4, 3, padding=2), "exceeds 'same' padding"),
     (nn.Conv2d(3, 4, 3, padding=1, padding_mode="circular"), "padding_mode"),
-    (nn.MaxPool2d(2, ceil_mode=True), "ceil_mode"),
+    (nn.Conv2d(3, 4, 3, padding=2, dilation=2, padding_mode="replicate"), "padding_mode='replicate'"),
+    (nn.MaxPool2d(4, 3, 1, ceil_mode=True), "ceil_mode=True adds a last window .* centred outside the feature map"),
     (nn.MaxPool2d(3, 1, dilation=2), "dilation"),
-    (nn.AvgPool2d(4, padding=1), "only supported for convolutions"),
     (nn.AvgPool2d(2, divisor_override=3), "divisor_override"),
     (nn.PReLU(3), "no conversion rule"),
     (nn.Linear(9, 3), "channels-last"),
-    (nn.Upsample(scale_factor=2, mode="bilinear"), "mode='bilinear'"),
-    (nn.ConvTranspose2d(3, 3, 2), "no conversion rule"),
+    (nn.Upsample(scale_factor=2, mode="bicubic"), "mode='bicubic'"),
+    (nn.Upsample(scale_factor=2, mode="area"), "mode='area'"),
 ])
 def test_unsupported_layers_raise_with_their_path(module, match):
     net = nn.Sequential(nn.Identity(), nn.Sequential(module))
