@@ -26,7 +26,7 @@ from __future__ import annotations
 import copy
 import inspect
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -35,11 +35,19 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from inrnet.convert import ops
 from inrnet.convert.function_rules import FUNCTION_RULES, Call, Lowered, feature_map_shape
-from inrnet.convert.registry import ConversionError, NodeInfo, Site, find_rule
+from inrnet.convert.registry import ConversionError, NodeInfo, Site, copy_weights, find_rule
 from inrnet.convert.zoo_rules import load_zoo_rules
 from inrnet.field import PointSet
+from inrnet.nn.bspline_conv import SUPPORT_EXTENTS, BSplineConv
+from inrnet.nn.conv import ESTIMATORS, ContinuousConv
 
-__all__ = ["trace", "from_torch"]
+__all__ = ["trace", "from_torch", "LATENTS"]
+
+LATENTS = ("points", "lattice", "pixels")
+"""Where a converted model's layers put their outputs (``from_torch(latent=...)``)."""
+
+FIRST_CONV_OPTIONS = {"estimator": ESTIMATORS, "support_extent": SUPPORT_EXTENTS}
+"""The options ``from_torch(first_conv=...)`` sets on the first window convolution, and their values."""
 
 
 def _timm_notrace() -> tuple[list[type], list]:
@@ -156,8 +164,11 @@ def _copy_attr(value):
 class _Rebuild:
     """One pass over the traced graph that emits the converted graph (see the module docstring)."""
 
-    def __init__(self, traced: fx.GraphModule, input_shape: tuple[int, ...], in_channels: int):
+    def __init__(self, traced: fx.GraphModule, input_shape: tuple[int, ...], in_channels: int,
+                 latent: str = "points", first_conv: Mapping[str, str] | None = None):
         self.traced, self.input_shape, self.in_channels = traced, input_shape, in_channels
+        self.latent, self.first_conv = latent, dict(first_conv or {})
+        self.on_input: set[fx.Node] = set()  # feature maps on the input's own points (before any window layer)
         self.graph = fx.Graph()
         self.root: dict[str, object] = {}
         self.env: dict[fx.Node, object] = {}
@@ -225,7 +236,55 @@ class _Rebuild:
         self.query = self.graph.placeholder("query", default_value=None)
         checked = self.graph.call_function(ops.check_input, (field, self.in_channels, len(self.input_shape)))
         points = PointSet.grid(self.input_shape, dtype=torch.float64)
+        if self.latent == "pixels":
+            checked = self.graph.call_function(ops.pixel_estimate, (checked, self.input_shape))
         self._record(node, checked, points, "first", "the input")
+        if self.latent != "pixels":
+            self.on_input.add(node)
+
+    # the first window layer (latent="lattice", first_conv=) ----------------------------------
+    def _first_window(self, new: nn.Module | None, module, site: Site) -> nn.Module:
+        """The first layer that takes the input's points to others: a continuous convolution, with
+        ``first_conv``'s options; under ``latent="lattice"`` it will write onto its grid lattice."""
+        what = f"latent={self.latent!r}" if self.latent == "lattice" else f"first_conv={self.first_conv}"
+        if not isinstance(new, ContinuousConv):
+            raise site.error(module, f"{what} needs the first layer that leaves the input points to be a convolution "
+                                     f"with a window (it integrates over the input points and writes its outputs "
+                                     f"on a lattice); here it is a {type(new).__name__}")
+        if not self.first_conv:
+            return new
+        if type(new) is not BSplineConv:
+            raise site.error(module, f"first_conv={self.first_conv} applies to a plain BSplineConv; the first "
+                                     f"convolution converts to a {type(new).__name__}")
+        if self.first_conv.get("support_extent") == "basis" and new.degree > 1:
+            raise site.error(module, f"support_extent='basis' is the discrete filter on the grid only for "
+                                     f"piecewise-linear kernels (at most 3 taps); this one has {new.kernel_size} taps, "
+                                     f"degree {new.degree}")
+        options = {"estimator": new.estimator, "support_extent": new.support_extent, **self.first_conv}
+        variant = BSplineConv(new.in_channels, new.out_channels, new.kernel_size, new.spacing, stride=new.stride,
+                              padding=new.padding, groups=new.groups, bias=new.bias is not None, degree=new.degree,
+                              **options)
+        return copy_weights(variant, new)
+
+    def _reads_input(self, node: fx.Node, fields: list[fx.Node], new, points: PointSet | None, error) -> bool:
+        """Track the feature maps still on the input points; True if ``node`` (lowered to the layer
+        ``new``) is a first window layer (``error(message)`` makes the ConversionError naming the call).
+
+        A first window layer is a continuous convolution on the input points, or any other
+        layer that takes them to other points; layers that keep them (norms, activations,
+        ``1 x 1`` convolutions, stride-1 ``'same'`` pooling) leave their output on them."""
+        inputs = [f for f in fields if f in self.on_input]
+        if not inputs:
+            return False
+        if self.latent == "lattice" and len(inputs) != len(fields):
+            raise error("latent='lattice' cannot combine a feature map on the input points with one on "
+                        "the first window layer's lattice (off the grid they are different points)")
+        if points is None:  # a plain tensor (e.g. global pooling of the input)
+            return False
+        if points is self.infos[inputs[0]].points and not isinstance(new, ContinuousConv):  # still on the input points
+            self.on_input.add(node)
+            return False
+        return self.latent == "lattice" or bool(self.first_conv)
 
     def _get_attr(self, node: fx.Node) -> None:
         value = self.traced
@@ -254,6 +313,9 @@ class _Rebuild:
             raise site.error(module, "no conversion rule for this module type (register one with "
                                      "inrnet.convert.register_rule, or make it act on plain tensors)")
         new, points = rule(module, site)
+        first = self._reads_input(node, fields, new, points, lambda message: site.error(module, message))
+        if first:
+            new = self._first_window(new, module, site)
         kind = ("field", repr(new))
         if self.module_kind.setdefault(target, kind) != kind:
             raise site.error(module, "the module is called again on a feature map of another kind or resolution; a "
@@ -261,6 +323,11 @@ class _Rebuild:
         layout = site.layout
         if new is None:
             value = self.env[node.args[0]]
+        elif first and self.latent == "lattice":
+            self.root.setdefault(target, new)
+            field = self.env[node.args[0]]
+            query = self.graph.call_function(ops.lattice_query, (self.graph.get_attr(target), field, self.input_shape))
+            value = self.graph.call_module(target, (field, query))
         else:
             self.root.setdefault(target, new)
             value = self.graph.call_module(target, (self.env[node.args[0]],))
@@ -280,6 +347,9 @@ class _Rebuild:
                     if node.target in ("size", "view", "reshape", getattr) else "")
             raise call.error("not supported on a feature map" + hint)
         low: Lowered = rule(call)
+        if self._reads_input(node, self._fields(node), low.module, low.points, call.error):
+            raise call.error(f"latent={self.latent!r} / first_conv= need the first layer that leaves the input points "
+                             "to be a convolution module (nn.Conv*d), not a function call")
         if low.alias is not None:
             value = self.env[low.alias]
         elif low.module is not None:
@@ -301,7 +371,8 @@ class _Rebuild:
 
 
 def from_torch(cnn: nn.Module, input_shape: Sequence[int], *, in_channels: int | None = None,
-               leaf_modules: Sequence[type] = ()) -> fx.GraphModule:
+               leaf_modules: Sequence[type] = (), latent: str = "points",
+               first_conv: Mapping[str, str] | None = None) -> fx.GraphModule:
     """Convert a CNN into an INR-Net that reproduces it on grid samples (paper §4.1, Property 4).
 
     Args:
@@ -312,6 +383,23 @@ def from_torch(cnn: nn.Module, input_shape: Sequence[int], *, in_channels: int |
             taken from: a ``k``-tap filter becomes a kernel ``k * 2 / H`` wide.
         in_channels: the input channels (default: the first layer's ``in_channels``).
         leaf_modules: extra module types to keep whole (they then need a rule).
+        latent: where the layers put their outputs off the grid (all three are the CNN on
+            ``grid(input_shape)``; see docs/conversion.md, "Converted networks on scattered
+            points"). ``"points"`` (the paper's): on the points their input gives them (a
+            prefix of scattered points), so every layer integrates over the input's own
+            points. ``"lattice"``: the first window layer (the first convolution whose window
+            reads the input points) writes its outputs on the lattice it has on
+            ``grid(input_shape)``, whatever the input points are, so it is the only
+            quadrature over the input points and every later layer is the CNN on its pixel
+            lattices. ``"pixels"``: the input is first estimated at the pixel centres of
+            ``grid(input_shape)`` (a tent-weighted local mean of the samples,
+            `inrnet.convert.ops.pixel_estimate`) and the whole CNN runs on the pixels.
+        first_conv: options of the first window convolution's
+            [`BSplineConv`][inrnet.nn.bspline_conv.BSplineConv] (``latent="points"`` or
+            ``"lattice"``): ``{"estimator": "mean"}`` (the ratio estimator) or
+            ``{"support_extent": "basis"}`` (a kernel continuous at its support's boundary),
+            not both; each keeps the CNN on the grid (``"basis"`` only for filters of at most
+            3 taps, whose splines are piecewise linear).
 
     Returns:
         A ``torch.fx.GraphModule`` with ``forward(field, query=None)``: ``field`` holds
@@ -322,8 +410,24 @@ def from_torch(cnn: nn.Module, input_shape: Sequence[int], *, in_channels: int |
         It is in the CNN's train/eval mode.
 
     Raises:
-        ConversionError: naming the unsupported module or function and its path.
+        ConversionError: naming the unsupported module or function and its path; with
+            ``latent="lattice"`` or ``first_conv``, a first layer off the input points that
+            is not a convolution module (a pooling, a strided ``1 x 1`` convolution, a
+            function call) or an input that is combined with the lattice's features.
+        ValueError: an unknown ``latent`` or ``first_conv`` option.
     """
+    if latent not in LATENTS:
+        raise ValueError(f"latent must be one of {LATENTS}, got {latent!r}")
+    for key, value in (first_conv or {}).items():
+        if key not in FIRST_CONV_OPTIONS or value not in FIRST_CONV_OPTIONS[key]:
+            raise ValueError(f"first_conv options are {FIRST_CONV_OPTIONS} (name: allowed values), got "
+                             f"{key!r}: {value!r}")
+    if first_conv and latent == "pixels":
+        raise ValueError("first_conv sets the first convolution's quadrature; with latent='pixels' every layer runs "
+                         "on the pixels (use latent='lattice' or 'points')")
+    if (first_conv or {}).get("estimator") == "mean" and (first_conv or {}).get("support_extent") == "basis":
+        raise ValueError("first_conv: estimator='mean' with support_extent='basis' is not the CNN on the grid (the "
+                         "ratio estimator's support fraction and the grid's pixels differ at the border); pick one")
     if not isinstance(cnn, nn.Module):
         raise TypeError(f"inrnet.convert.from_torch needs an nn.Module, got {type(cnn).__name__} {cnn!r}; wrap a "
                         "function in an nn.Module whose forward calls it")
@@ -343,7 +447,7 @@ def from_torch(cnn: nn.Module, input_shape: Sequence[int], *, in_channels: int |
                 ShapeProp(traced).propagate(dummy)
             except Exception as e:
                 raise ConversionError(f"the CNN fails on a {tuple(dummy.shape)} input: {type(e).__name__}: {e}") from e
-        model = _Rebuild(traced, input_shape, in_channels).run()
+        model = _Rebuild(traced, input_shape, in_channels, latent, first_conv).run()
     finally:
         cnn.train(was_training)
     return model.train(was_training)

@@ -18,9 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor, fx
 
 from inrnet.field import Field, PointSet, check_same_points
+from inrnet.neighbors import Support, neighbors
+from inrnet.nn._segment import gather, segment_sum, segment_weight_sum
 from inrnet.nn.resample import upsample
 
-__all__ = ["check_input", "binary", "concat", "pointwise", "finish", "BINARY", "POINTWISE"]
+__all__ = ["check_input", "binary", "concat", "pointwise", "finish", "lattice_query", "pixel_estimate", "BINARY",
+           "POINTWISE"]
 
 BINARY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv}
 """The binary operations `binary` applies, by name (generated code refers to them by name)."""
@@ -135,6 +138,104 @@ def pointwise(fn: str, field: Field, *args, **kwargs) -> Field:
         raise ValueError(f"{fn} changed the values {tuple(field.values.shape)} into "
                          f"{tuple(getattr(out, 'shape', ()))}")
     return field.replace(out)
+
+
+_GRIDS: dict[tuple, PointSet] = {}
+"""``PointSet.grid(input_shape)`` per ``(input_shape, dtype, device)``, built once, so that the lattices
+derived from it (and the gather plans cached on them) are shared by every call of a model."""
+
+
+def _is_grid(points: PointSet, shape: tuple[int, ...]) -> bool:
+    """Whether ``points`` are ``grid(shape)`` (its lattice, in C order)."""
+    lat = points.lattice
+    if lat is None or tuple(lat.shape) != tuple(shape) or points.bounds != ((-1.0, 1.0),) * len(shape):
+        return False
+    return all(abs(o - (-1 + 1 / n)) <= 1e-9 and abs(h - 2 / n) <= 1e-9
+               for o, h, n in zip(lat.origin, lat.step, shape))
+
+
+def _unit_grid(points: PointSet, shape: tuple[int, ...], what: str) -> PointSet:
+    """``grid(shape)`` on ``points``'s dtype and device (shared, see `_GRIDS`), checking the points' bounds."""
+    if points.bounds != ((-1.0, 1.0),) * len(shape):
+        raise ValueError(f"{what} on the lattice of grid({shape}) in [-1, 1]^{len(shape)}; the input points' bounds "
+                         f"are {points.bounds}")
+    key = (shape, points.dtype, points.device)
+    if key not in _GRIDS:
+        _GRIDS[key] = PointSet.grid(shape, dtype=points.dtype, device=points.device)
+    return _GRIDS[key]
+
+
+@_traceable
+def pixel_estimate(field: Field, input_shape: tuple[int, ...]) -> Field:
+    """The input of a ``latent="pixels"`` conversion: the field estimated at the pixel centres of ``grid(input_shape)``.
+
+    Each pixel ``p`` (centre ``c``, size ``h``) gets the kernel-regression (Nadaraya-Watson)
+    estimate ``sum_j a_j f(x_j) / sum_j a_j`` with ``a_j = w_j prod_k tent((x_j - c)_k / r_k)``,
+    ``tent(u) = max(0, 1 - |u|)``: a weighted mean of the samples less than ``r`` away, the
+    nearest sample where there is none. The tent's half width is a pixel for ``N <= M``
+    samples and shrinks with the samples' spacing beyond, ``r = h min(1, (M / N)^(1 / d))``,
+    so it holds a few samples at any density and the estimate sharpens as ``N`` grows. On
+    ``grid(input_shape)`` every tent holds exactly its own pixel, so the field is returned
+    as is (the converted model is the CNN).
+
+    Args:
+        field: values Tensor[B, N, C] on ``N`` points of ``[-1, 1]^d``.
+        input_shape: the image size the CNN was converted at (``M`` pixels).
+
+    Returns:
+        Field with values Tensor[B, M, C] on ``grid(input_shape)`` (the same point set every call).
+
+    Raises:
+        ValueError: the points are not on ``[-1, 1]^d``.
+    """
+    points, shape = field.points, tuple(input_shape)
+    if _is_grid(points, shape):
+        return field
+    pixels = _unit_grid(points, shape, "latent='pixels' estimates the input")
+
+    def build():
+        shrink = min(1.0, (pixels.n / points.n) ** (1 / len(shape)))
+        step = tuple(2 / n * shrink for n in shape)  # the tents' half widths
+        nbrs = neighbors(points, pixels, Support(step))
+        tent = (1 - nbrs.offset.double().abs() / torch.tensor(step, dtype=torch.float64, device=points.device))
+        a = tent.clamp_min(0).prod(-1) * points.weights[nbrs.col].double()  # (E,)
+        mass = segment_weight_sum(nbrs, a)  # (M,)
+        empty = torch.nonzero(mass <= 0).squeeze(1)  # pixels without a sample inside their tent
+        nearest = torch.cdist(pixels.coords[empty].double(), points.coords.double()).argmin(1)
+        return nbrs, (a / mass.clamp_min(1e-300)[nbrs.row]).to(points.dtype), empty, nearest
+    nbrs, weight, empty, nearest = points.cached(("pixel-estimate", shape), build)
+    out = segment_sum(gather(field.values, nbrs), nbrs, weight.to(field.values.dtype))  # (B, M, C)
+    if empty.numel():
+        out[:, empty] = field.values[:, nearest]
+    return Field(out, pixels)
+
+
+@_traceable
+def lattice_query(layer, field: Field, input_shape: tuple[int, ...]) -> PointSet | None:
+    """Where the first window layer of a ``latent="lattice"`` conversion puts its outputs.
+
+    ``None`` (the layer's own output points) when ``field`` is on ``grid(input_shape)``, so
+    the converted model is the CNN there; otherwise ``layer.output_points(grid(input_shape))``,
+    the lattice the layer has its outputs on for grid inputs (built once per dtype and device),
+    so only ``layer`` integrates over the field's points and every later layer runs on the
+    lattices it has on the grid.
+
+    Args:
+        layer: the first window layer (a continuous convolution with ``output_points``).
+        field: its input, values Tensor[B, N, C] on ``N`` points of ``[-1, 1]^d``.
+        input_shape: the image size the CNN was converted at.
+
+    Returns:
+        ``None`` or a lattice PointSet of ``M`` points (values of the layer: Tensor[B, M, C_out]).
+
+    Raises:
+        ValueError: the points are not on ``[-1, 1]^d``, the box the lattice tiles.
+    """
+    points = field.points
+    shape = tuple(input_shape)
+    if _is_grid(points, shape):
+        return None
+    return layer.output_points(_unit_grid(points, shape, "latent='lattice' puts the first window layer's outputs"))
 
 
 @_traceable
