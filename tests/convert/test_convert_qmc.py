@@ -84,27 +84,24 @@ def test_lattice_conversion_is_the_cnn_on_the_grid(name, first_conv):
                                                   r"for piecewise-linear kernels .* \(7, 7\) taps, degree 2"):
             from_torch(cnn, (28, 28), latent="lattice", first_conv=first_conv)
         return
+    assert _grid_error(from_torch(cnn, (28, 28), latent="lattice", first_conv=first_conv), cnn) <= 1e-9
+
+
+def _grid_error(model, cnn) -> float:
+    """Relative error of the converted ``model`` against ``cnn`` on two random images, sampled on the grid."""
     images = torch.randn(2, 1, 28, 28, dtype=D64)
-    model = from_torch(cnn, (28, 28), latent="lattice", first_conv=first_conv)
     with torch.no_grad():
         out = model(sample(PixelINR(images), PointSet.grid((28, 28), dtype=D64)))
         ref = cnn(images)
     if isinstance(out, Field):
         out = out.values.transpose(1, 2).reshape(ref.shape)
-    assert _relative(out, ref) <= 1e-9
+    return _relative(out, ref)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_pixels_conversion_is_the_cnn_on_the_grid(name):
     cnn = randomized(MODELS[name](), seed=2)
-    images = torch.randn(2, 1, 28, 28, dtype=D64)
-    model = from_torch(cnn, (28, 28), latent="pixels")
-    with torch.no_grad():
-        out = model(sample(PixelINR(images), PointSet.grid((28, 28), dtype=D64)))
-        ref = cnn(images)
-    if isinstance(out, Field):
-        out = out.values.transpose(1, 2).reshape(ref.shape)
-    assert _relative(out, ref) <= 1e-9
+    assert _grid_error(from_torch(cnn, (28, 28), latent="pixels"), cnn) <= 1e-9
 
 
 @pytest.mark.parametrize("n", [300, 3136])
