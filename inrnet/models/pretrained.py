@@ -149,6 +149,7 @@ def save_pretrained(model: nn.Module, tag: str, *, recipe: dict, scores: dict, p
     os.close(fd)
     try:
         save_file(state, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)  # package data, readable by all (mkstemp makes it private)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
