@@ -8,6 +8,8 @@ Usage::
     inrnet fit --print_config          # every option, with its default
     inrnet demo --out demo --steps 8000
     inrnet import my_sirens/ --out my_dataset --labels folders   # per-image state dicts -> INR dataset
+    inrnet import --functa base.pth latents.pt --out my_functa   # a functa base + latents -> INR dataset
+    inrnet show fashion_mnist_default --split test --out grid.png # a PNG grid of renders, labels, PSNRs
 
 ``fit``, ``validate``, ``test`` and ``predict`` are LightningCLI's: the model is any task
 module of [`inrnet.lightning`][inrnet.lightning] (``model: {class_path: INRClassifier, init_args: ...}``)
@@ -26,6 +28,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 import inrnet.lightning  # noqa: F401  (registers the task modules and DataModules for short class names)
+from inrnet.datasets.show import main as show_main
 from inrnet.inr.importer import main as import_main
 from inrnet.lightning.base import _jsonable
 from inrnet.lightning.demo import main as demo_main
@@ -39,7 +42,8 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 
 DESCRIPTION = ("Train and evaluate INR-Nets (Lightning). Subcommands: fit, validate, test, predict "
                "(LightningCLI, YAML configs in experiments/configs), demo (inrnet demo --help) and import "
-               "(inrnet import --help: a folder of per-image SIREN state dicts into an INR dataset).")
+               "(inrnet import --help: a folder of per-image SIREN state dicts, or a functa base and latents, into an "
+               "INR dataset) and show (inrnet show --help: a PNG grid of a dataset's renders).")
 
 
 def _architecture(model: Any) -> dict[str, Any] | None:
@@ -116,6 +120,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     if args and args[0] == "import":
         import_main(args[1:])
+        return
+    if args and args[0] == "show":
+        show_main(args[1:])
         return
     _cli(None if argv is None else args, run=True)
 

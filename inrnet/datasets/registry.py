@@ -18,6 +18,8 @@ from torch.utils.data import Dataset
 
 from inrnet.datasets.cityscapes import DATASET_SPLITS
 from inrnet.datasets.embedded import open_default
+from inrnet.datasets.fashion_mnist import CLASSES as FASHION_CLASSES
+from inrnet.datasets.imagenet import CLASSES as BIG12_CLASSES
 from inrnet.datasets.labelmaps import LabelMapDataset
 from inrnet.datasets.parts import BUILD, parts_done
 from inrnet.inr import INRDataset
@@ -31,7 +33,8 @@ ENV_VAR = "INRNET_DATA"
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """A named dataset: its splits, the folder each reads, and the command that builds it."""
+    """A named dataset: its splits, the folder each reads, the command that builds it, and its class names
+    by label (empty when unknown or for segmentation datasets)."""
 
     name: str
     splits: tuple[str, ...]
@@ -39,19 +42,23 @@ class DatasetInfo:
     folder: Callable[[str], str] = lambda split: split
     segmentation: bool = False
     doc: str = ""
+    classes: tuple[str, ...] = ()
 
 
 _FM = "python datasets/fashion_mnist/build.py --split {folder} --out {root}"
 DATASETS: dict[str, DatasetInfo] = {d.name: d for d in (
     DatasetInfo("fashion_mnist", ("train", "test", "test_fourier"), _FM,
-                doc="Fashion-MNIST 28x28 as SIREN 2-32-32-1 (test_fourier: Gaussian Fourier-feature nets)"),
+                doc="Fashion-MNIST 28x28 as SIREN 2-32-32-1 (test_fourier: Gaussian Fourier-feature nets)",
+                classes=FASHION_CLASSES),
     DatasetInfo("fashion_mnist_default", ("train", "test", "test_fourier"),
                 "python datasets/fashion_mnist/build_default.py",
-                doc="a class-balanced subset of fashion_mnist shipped in the package (float16 parameters)"),
+                doc="a class-balanced subset of fashion_mnist shipped in the package (float16 parameters)",
+                classes=FASHION_CLASSES),
     DatasetInfo("imagenet_big12", ("train", "test", "test_fourier"),
                 "python datasets/imagenet_big12/build.py --imagenet IMAGENET --wordnet WORDNET "
                 "--split {folder} --out {root}",
-                doc="12 WordNet superclasses of ImageNet, 256x256, SIREN 5x256 (test_fourier: Fourier features)"),
+                doc="12 WordNet superclasses of ImageNet, 256x256, SIREN 5x256 (test_fourier: Fourier features)",
+                classes=BIG12_CLASSES),
     DatasetInfo("cityscapes", ("train", "train_fine", "test", "test_coarse"),
                 "python datasets/cityscapes/build.py --cityscapes CITYSCAPES --split {folder} --out {root}",
                 folder=lambda split: "train" if split.startswith("train") else "val", segmentation=True,

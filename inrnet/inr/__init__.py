@@ -6,13 +6,14 @@ from inrnet.inr.dataset import INRDataset, load_inrs
 from inrnet.inr.evaluate import sample
 from inrnet.inr.fitting import fit, fit_quality, psnr
 from inrnet.inr.fourier import FourierFamily, FourierFeatures
-from inrnet.inr.importer import import_inrs
+from inrnet.inr.functa import FunctaFamily
+from inrnet.inr.importer import import_functa, import_inrs
 from inrnet.inr.pixel import PixelFamily, PixelINR
 from inrnet.inr.siren import Siren, SirenFamily
 from inrnet.inr.store import CorruptShardError, read_manifest, save_inrs
 
 __all__ = ["INRFamily", "INRBatch", "INRModule", "FAMILIES", "register_family", "family_from_dict",
-           "SirenFamily", "Siren", "FourierFamily", "FourierFeatures", "PixelFamily", "PixelINR",
+           "SirenFamily", "Siren", "FourierFamily", "FourierFeatures", "FunctaFamily", "PixelFamily", "PixelINR",
            "sample", "fit", "fit_quality", "psnr",
-           "save_inrs", "build_dataset", "import_inrs", "INRDataset", "load_inrs", "read_manifest",
+           "save_inrs", "build_dataset", "import_inrs", "import_functa", "INRDataset", "load_inrs", "read_manifest",
            "CorruptShardError"]

@@ -109,6 +109,30 @@ class INRFamily(ABC):
         """Names of the parameters fitting optimises (the others stay at their init)."""
         return frozenset(self.param_shapes())
 
+    def shared_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of each parameter *shared by all INRs* of the family (none by default).
+
+        A family with shared parameters (e.g. [`FunctaFamily`][inrnet.inr.functa.FunctaFamily]'s base network)
+        holds them itself; a dataset stores them once, in a checksummed ``shared.safetensors``
+        beside its shards (see [`inrnet.inr.store`][inrnet.inr.store]).
+        """
+        return {}
+
+    @property
+    def shared(self) -> dict[str, Tensor]:
+        """The shared parameters ``{name: Tensor[*shape]}``, as [`shared_shapes`][inrnet.inr.base.INRFamily.shared_shapes] lists (empty if none)."""
+        return {}
+
+    def with_shared(self, shared: Mapping[str, Tensor]) -> INRFamily:
+        """This family with the shared parameters ``shared`` bound (``{name: Tensor[*shape]}``).
+
+        Raises:
+            ValueError: the family has no shared parameters but ``shared`` is not empty.
+        """
+        if shared:
+            raise ValueError(f"{self!r} has no shared parameters, got {sorted(shared)}")
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "config": self.config()}
 

@@ -16,7 +16,7 @@ from inrnet.inr.base import INRBatch, INRFamily, INRModule
 from inrnet.inr.dataset import INRDataset
 from inrnet.inr.fitting import fit
 from inrnet.inr.store import (MANIFEST, CorruptShardError, new_manifest, read_manifest, verify_shard,
-                              write_manifest, write_shard)
+                              write_manifest, write_shard, write_shared)
 
 __all__ = ["build_dataset"]
 
@@ -107,6 +107,9 @@ def build_dataset(out_dir: str | os.PathLike, source: Sequence | Callable[[int, 
                 raise ValueError(f"{str(root)!r} holds a dataset built with {key}={old.get(key)!r}, not "
                                  f"{manifest[key]!r}; use another directory to build a different dataset")
         manifest = old
+    shared = write_shared(root, family)  # a family's shared parameters (functa's base), once, before any shard
+    if shared is not None:
+        manifest["shared"] = shared
     done = {}
     for entry in manifest["shards"]:
         try:

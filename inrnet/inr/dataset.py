@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from inrnet.inr.base import INRBatch, family_from_dict
-from inrnet.inr.store import CorruptShardError, read_manifest, verify_shard
+from inrnet.inr.store import CorruptShardError, read_manifest, read_shared, verify_shard
 
 __all__ = ["INRDataset", "load_inrs"]
 
@@ -41,13 +41,15 @@ class INRDataset(Dataset):
         FileNotFoundError: no dataset at ``path`` (naming it).
         ValueError: an unfinished build, or a bad manifest (naming it and the bad entry: e.g.
             shards that do not tile ``[0, count)``, an unknown family config key).
-        CorruptShardError: a shard that is missing, truncated, corrupt or malformed.
+        CorruptShardError: a shard (or the shared parameters' file) that is missing, truncated,
+            corrupt or malformed.
     """
 
     def __init__(self, path: str | os.PathLike, *, verify: bool = True):
         self.root = Path(path)
         self.manifest = read_manifest(self.root)  # checked: the family rebuilds, a complete one's shards tile it
-        self.family = family_from_dict(self.manifest["family"])
+        self.family = read_shared(self.root, self.manifest, family_from_dict(self.manifest["family"]),
+                                  checksum=verify)  # shared parameters (functa's base), if the family has any
         shards = self.manifest["shards"]
         done = sum(s["count"] for s in shards)
         if not self.manifest["complete"]:

@@ -7,6 +7,9 @@ One dataset is one directory::
                               start, count, bytes, sha256 (in order of start)
     shard-00000.safetensors   params.<name> [n, *shape], labels [n, ...],
     shard-00001.safetensors   quality.<key> [n] (e.g. psnr_grid, psnr_offgrid)
+    shared.safetensors        only for a family with shared parameters (functa's base
+                              network): <name> [*shape], listed in the manifest as
+                              "shared": {file, bytes, sha256}
 
 Nothing is ever unpickled: the family is rebuilt by name from its JSON config and the
 shards are plain tensors, memory-mapped on reading. Every file is written atomically
@@ -14,6 +17,13 @@ shards are plain tensors, memory-mapped on reading. Every file is written atomic
 rewritten after each finished shard, so an interrupted build resumes
 where it stopped ([`inrnet.inr.build`][inrnet.inr.build]). A shard whose size, checksum or header is wrong raises
 [`CorruptShardError`][inrnet.inr.store.CorruptShardError] naming the file.
+
+Parameters shared by every INR of a family ([`INRFamily.shared_shapes`][inrnet.inr.base.INRFamily.shared_shapes], e.g.
+[`FunctaFamily`][inrnet.inr.functa.FunctaFamily]'s base SIREN and shift map) are stored once, in
+``shared.safetensors``, written atomically and checked like a shard (size, sha256, tensor
+names and shapes) before [`INRDataset`][inrnet.inr.dataset.INRDataset] binds them to the family
+([`read_shared`][inrnet.inr.store.read_shared]); the family's config names their content checksum,
+so the manifest alone says which base its INRs need.
 
 The manifest itself is checked when read: in a complete dataset the shards tile
 ``[0, count)`` in order (the first starts at 0, each next one where the previous one
@@ -38,11 +48,14 @@ from torch import Tensor
 
 from inrnet.inr.base import INRBatch, INRFamily, family_from_dict
 
-__all__ = ["FORMAT", "VERSION", "MANIFEST", "CorruptShardError", "save_inrs", "read_manifest", "verify_shard"]
+__all__ = ["FORMAT", "VERSION", "MANIFEST", "SHARED", "CorruptShardError", "save_inrs", "read_manifest",
+           "verify_shard", "write_shared", "read_shared"]
 
 FORMAT = "inrnet.inr-dataset"
 VERSION = 1
 MANIFEST = "manifest.json"
+SHARED = "shared.safetensors"
+"""The file holding a family's shared parameters (only for families that have some)."""
 
 
 class CorruptShardError(ValueError):
@@ -144,6 +157,14 @@ def _check_manifest(manifest: Mapping[str, Any], path: str | os.PathLike) -> Non
         family_from_dict(family)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{where}: its 'family' entry does not rebuild: {e}") from None
+    shared = manifest.get("shared")
+    if shared is not None:
+        if (not isinstance(shared, dict) or shared.get("file") != SHARED or not _is_int(shared.get("bytes"), 0)
+                or not isinstance(shared.get("sha256"), str) or not re.fullmatch("[0-9a-f]{64}", shared["sha256"])):
+            raise ValueError(f"{where}: 'shared' must be {{file: {SHARED!r}, bytes, sha256}}, got {shared!r}")
+    elif manifest["complete"] and family_from_dict(family).shared_shapes():
+        raise ValueError(f"{where}: its family {family['name']!r} has shared parameters, but the manifest lists "
+                         f"no 'shared' entry ({SHARED})")
     shards, count = manifest["shards"], manifest["count"]
     if not isinstance(shards, list):
         raise ValueError(f"{where}: 'shards' must be a list of shard entries, got {shards!r}")
@@ -217,6 +238,65 @@ def verify_shard(root: str | os.PathLike, entry: Mapping[str, Any], family: INRF
                                 f"unexpected tensors {wrong} (expected {expected}, labels [{n}, ...])")
 
 
+def write_shared(root: Path, family: INRFamily) -> dict[str, Any] | None:
+    """Atomically write ``family.shared`` to ``root/shared.safetensors``.
+
+    Returns:
+        Its manifest entry ``{file, bytes, sha256}``, or None for a family without shared parameters.
+
+    Raises:
+        ValueError: the family has shared parameters but none are bound.
+    """
+    if not family.shared_shapes():
+        return None
+    shared = family.shared
+    if not shared:
+        raise ValueError(f"{family!r} has no shared parameters bound to store; bind them with family.with_shared()")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in shared.items()}
+    _atomic_write(root / SHARED, lambda p: save_file(tensors, p, metadata={"format": FORMAT}))
+    path = root / SHARED
+    return {"file": SHARED, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+
+
+def read_shared(root: str | os.PathLike, manifest: Mapping[str, Any], family: INRFamily,
+                checksum: bool = True) -> INRFamily:
+    """``family`` with the shared parameters of the dataset at ``root`` bound (itself if it has none).
+
+    Args:
+        root: the dataset directory.
+        manifest: its parsed manifest.
+        family: the family rebuilt from the manifest.
+        checksum: check the file's sha256 (its size and tensor shapes are always checked).
+
+    Raises:
+        CorruptShardError: ``shared.safetensors`` is missing, truncated, corrupt, or does not
+            hold the family's shared parameters (naming the file and the parameter).
+    """
+    if not family.shared_shapes():
+        return family
+    entry = manifest.get("shared")
+    path = Path(root) / SHARED
+    if entry is None:
+        raise CorruptShardError(f"INR dataset {str(root)!r}: its family {family!r} has shared parameters but the "
+                                f"manifest lists no {SHARED}")
+    if not path.is_file():
+        raise CorruptShardError(f"shared parameters {str(path)!r} are missing")
+    if path.stat().st_size != entry["bytes"]:
+        raise CorruptShardError(f"shared parameters {str(path)!r} are truncated or overwritten: "
+                                f"{path.stat().st_size} bytes, the manifest says {entry['bytes']}")
+    if checksum and _sha256(path) != entry["sha256"]:
+        raise CorruptShardError(f"shared parameters {str(path)!r} fail their sha256 checksum (corrupt file)")
+    try:
+        with safe_open(path, framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise CorruptShardError(f"shared parameters {str(path)!r} are corrupt: {e}") from e
+    try:
+        return family.with_shared(tensors)
+    except ValueError as e:
+        raise CorruptShardError(f"shared parameters {str(path)!r} do not fit {family!r}: {e}") from e
+
+
 def write_shard(root: Path, index: int, start: int, inrs: INRBatch, labels: Tensor,
                  quality: Mapping[str, Tensor]) -> dict[str, Any]:
     """Atomically write shard ``index`` (INRs ``start:start + len(inrs)``).
@@ -265,6 +345,9 @@ def save_inrs(path: str | os.PathLike, inrs: INRBatch, labels: Tensor, *,
     shard_size = shard_size or n
     root.mkdir(parents=True, exist_ok=True)
     manifest = new_manifest(inrs.family, n, shard_size, {})
+    shared = write_shared(root, inrs.family)
+    if shared is not None:
+        manifest["shared"] = shared
     quality = dict(quality or {})
     for i, start in enumerate(range(0, n, shard_size)):
         part = slice(start, start + shard_size)
