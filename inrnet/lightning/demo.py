@@ -15,7 +15,7 @@ Where the package ships trained weights for the dataset (``create_model("inrnet4
 pretrained="fashion_mnist")``, trained on all 60000 training SIRENs), they are scored on the
 same test INRs too, without training, so the report shows what more data and steps buy.
 
-Both train for a fixed number of steps (``--steps``, default 8000 each: about 9 minutes on
+Both train for a fixed number of steps (``--steps``, default 8000 each: about 12 minutes with the tests on
 2 CPU cores), and both are tested with their batch norms re-estimated at each test
 setting's points (`RecalibrateNorms`, 20 training batches), so the scores do not depend on how loaded the machine is; ``--max-minutes``
 adds an optional cap on the total time, and the report then says whether it cut training
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="inrnet demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="inrnet-demo", help="output folder (default: %(default)s)")
     parser.add_argument("--steps", type=int, default=8000,
-                        help="training steps of the INR-Net (default: %(default)s, about 9 minutes on 2 CPU cores)")
+                        help="training steps of the INR-Net (default: %(default)s, about 12 minutes in all on 2 CPU cores)")
     parser.add_argument("--baseline-steps", type=int, default=None,
                         help="training steps of the CNN (default: as many as the INR-Net)")
     parser.add_argument("--max-minutes", type=float, default=None,
