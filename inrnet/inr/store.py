@@ -207,6 +207,21 @@ def _check_manifest(manifest: Mapping[str, Any], path: str | os.PathLike) -> Non
                          f"a complete dataset tile [0, {count}) in order")
 
 
+def _check_file(path: Path, entry: Mapping[str, Any], checksum: bool, what: str, verbs: tuple[str, str]) -> None:
+    """Raise a `CorruptShardError` naming ``what`` if the file at ``path`` is missing, has another size
+    than ``entry["bytes"]``, or (with ``checksum``) another sha256 than ``entry["sha256"]``.
+    ``verbs``: ``("is", "fails its")`` or ``("are", "fail their")``, to agree with ``what``."""
+    be, fail = verbs
+    if not path.is_file():
+        raise CorruptShardError(f"{what} {be} missing")
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        raise CorruptShardError(f"{what} {be} truncated or overwritten: {size} bytes, "
+                                f"the manifest says {entry['bytes']}")
+    if checksum and _sha256(path) != entry["sha256"]:
+        raise CorruptShardError(f"{what} {fail} sha256 checksum (corrupt file)")
+
+
 def verify_shard(root: str | os.PathLike, entry: Mapping[str, Any], family: INRFamily,
                  checksum: bool = True) -> None:
     """Check a shard against its manifest entry: size, sha256, header, tensor names and shapes.
@@ -215,14 +230,7 @@ def verify_shard(root: str | os.PathLike, entry: Mapping[str, Any], family: INRF
         CorruptShardError: naming the shard file and what is wrong with it.
     """
     path = Path(root) / entry["file"]
-    if not path.is_file():
-        raise CorruptShardError(f"shard {str(path)!r} is missing")
-    size = path.stat().st_size
-    if size != entry["bytes"]:
-        raise CorruptShardError(f"shard {str(path)!r} is truncated or overwritten: {size} bytes, "
-                                f"the manifest says {entry['bytes']}")
-    if checksum and _sha256(path) != entry["sha256"]:
-        raise CorruptShardError(f"shard {str(path)!r} fails its sha256 checksum (corrupt file)")
+    _check_file(path, entry, checksum, f"shard {str(path)!r}", ("is", "fails its"))
     try:
         with safe_open(path, framework="pt") as f:
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -279,13 +287,7 @@ def read_shared(root: str | os.PathLike, manifest: Mapping[str, Any], family: IN
     if entry is None:
         raise CorruptShardError(f"INR dataset {str(root)!r}: its family {family!r} has shared parameters but the "
                                 f"manifest lists no {SHARED}")
-    if not path.is_file():
-        raise CorruptShardError(f"shared parameters {str(path)!r} are missing")
-    if path.stat().st_size != entry["bytes"]:
-        raise CorruptShardError(f"shared parameters {str(path)!r} are truncated or overwritten: "
-                                f"{path.stat().st_size} bytes, the manifest says {entry['bytes']}")
-    if checksum and _sha256(path) != entry["sha256"]:
-        raise CorruptShardError(f"shared parameters {str(path)!r} fail their sha256 checksum (corrupt file)")
+    _check_file(path, entry, checksum, f"shared parameters {str(path)!r}", ("are", "fail their"))
     try:
         with safe_open(path, framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
