@@ -6,7 +6,7 @@ Usage::
     inrnet test --config experiments/configs/fashion_mnist/inrnet2.yaml --ckpt_path runs/.../last.ckpt
     inrnet fit --config CONFIG --trainer.accelerator auto --trainer.devices 2 --trainer.strategy ddp
     inrnet fit --print_config          # every option, with its default
-    inrnet demo --out demo --steps 8000
+    inrnet demo --out demo --steps 6000
     inrnet import my_sirens/ --out my_dataset --labels folders   # per-image state dicts -> INR dataset
     inrnet import --functa base.pth latents.pt --out my_functa   # a functa base + latents -> INR dataset
     inrnet show fashion_mnist_default --split test --out grid.png # a PNG grid of renders, labels, PSNRs

@@ -15,7 +15,7 @@ Where the package ships trained weights for the dataset (``create_model("inrnet4
 pretrained="fashion_mnist")``, trained on all 60000 training SIRENs), they are scored on the
 same test INRs too, without training, so the report shows what more data and steps buy.
 
-Both train for a fixed number of steps (``--steps``, default 8000 each: about 12 minutes with the tests on
+Both train for a fixed number of steps (``--steps``, default 6000 each: about 8 minutes with the tests on
 2 CPU cores), and both are tested with their batch norms re-estimated at each test
 setting's points (`RecalibrateNorms`, 20 training batches), so the scores do not depend on how loaded the machine is; ``--max-minutes``
 adds an optional cap on the total time, and the report then says whether it cut training
@@ -115,7 +115,7 @@ def _top1(results: list[dict[str, float]], setting: str) -> float:
 def run_demo(out: str | Path = "inrnet-demo", max_minutes: float | None = None, seed: int = 0,
              dataset: str = "fashion_mnist_default", root: str | None = None, model: str = "inrnet2",
              baseline: str = "cnn2", limit_train: int | None = None, limit_test: int | None = None,
-             batch_size: int = 64, progress: bool = True, steps: int = 8000,
+             batch_size: int = 64, progress: bool = True, steps: int = 6000,
              baseline_steps: int | None = None, train_sampler: str = TRAIN_SAMPLER,
              shipped: bool = True) -> dict[str, Any]:
     """Train ``model`` on INRs and ``baseline`` on their pixels for a fixed number of steps; evaluate both.
@@ -242,7 +242,7 @@ def report(results: dict[str, Any], model: str, baseline: str) -> str:
                f"noise the CNN's sums over pixels do not have, and {inr['steps']} steps on {results['train_items']} "
                "items do not close that gap.")
         if shipped:
-            why += (f" The shipped {shipped['model']} (all 60000 training SIRENs, many more steps) scores "
+            why += (f" The shipped {shipped['model']} (trained on all 60000 training SIRENs) scores "
                     f"{shipped['grid:28x28']:.1%} on the 28x28 grid of the same test INRs.")
         lines.append(why)
     short = [name for name, r in ((model, inr), (baseline, cnn)) if r["steps"] < r.get("planned_steps", r["steps"])]
@@ -330,8 +330,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """``inrnet demo [--out DIR] [--steps N] [--max-minutes M] [--seed S] ...``."""
     parser = argparse.ArgumentParser(prog="inrnet demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="inrnet-demo", help="output folder (default: %(default)s)")
-    parser.add_argument("--steps", type=int, default=8000,
-                        help="training steps of the INR-Net (default: %(default)s, about 12 minutes in all on 2 CPU cores)")
+    parser.add_argument("--steps", type=int, default=6000,
+                        help="training steps of the INR-Net (default: %(default)s, about 8 minutes in all on 2 CPU cores)")
     parser.add_argument("--baseline-steps", type=int, default=None,
                         help="training steps of the CNN (default: as many as the INR-Net)")
     parser.add_argument("--max-minutes", type=float, default=None,

@@ -24,7 +24,7 @@ def test_demo_runs_within_budget_on_a_directory_dataset(disk_data, tmp_path, cap
     assert (tmp_path / "demo" / "demo.png").read_bytes()[:4] == b"\x89PNG"
     out = capsys.readouterr().out
     assert "1x (28x28)" in out and "2x (56x56)" in out and "bilinearly upsampled" in out
-    assert "cap stopped" in out  # 0.08 minutes cannot hold the default 8000 steps: the report says so
+    assert "cap stopped" in out  # 0.08 minutes cannot hold the default 6000 steps: the report says so
 
 
 def test_demo_trains_a_fixed_number_of_steps_whatever_the_load(disk_data, tmp_path, capsys):
@@ -84,7 +84,7 @@ def test_demo_on_the_embedded_default_trains_its_steps(tmp_path):
     assert time.monotonic() - start <= 15 * 60  # about 10 minutes on 2 quiet cores; the scores do not depend on it
     results = json.loads((tmp_path / "results.json").read_text())
     inr, cnn = results["inrnet2"], results["cnn2"]
-    assert inr["steps"] == cnn["steps"] == 8000
+    assert inr["steps"] == cnn["steps"] == 6000
     assert inr["grid:28x28"] > 0.4 and cnn["grid:28x28"] > 0.4  # 10 classes: chance is 0.1
     # the paper's claim: the INR-Net loses less than the CNN at twice the resolution
     assert inr["grid:28x28"] - inr["grid:56x56"] < cnn["grid:28x28"] - cnn["grid:56x56"]
