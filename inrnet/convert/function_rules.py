@@ -7,12 +7,17 @@ rule), or to an alias (``permute`` between channels-first and channels-last only
 how later calls read the values; ``contiguous`` is the identity). A feature map's ``.shape``
 and ``.size()`` are the field's batch size and channels with the spatial size at conversion
 (`feature_map_shape`), so that ``F.interpolate(x, size=input.shape[-2:])`` converts.
+Views of the channels convert too: a ``view`` / ``reshape`` that splits the channel axis
+(``[B, g, C // g, *S]``), ``transpose`` / ``permute`` of the split axes and the ``view`` that
+merges them (a channel shuffle, `ops.permute_channels`), and ``chunk`` / ``split`` along the
+channels (a tuple of fields, indexed by ``getitem``).
 Anything else raises a [`ConversionError`][inrnet.convert.ConversionError] naming the function and its path.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +34,7 @@ from inrnet.convert.registry import ConversionError, NodeInfo, Site, find_rule
 from inrnet.convert.window_rules import check_upsample_mode, flatten_field
 from inrnet.field import Field, PointSet, check_same_points
 
-__all__ = ["Lowered", "Call", "FUNCTION_RULES", "register_function", "feature_map_shape", "concat_constants"]
+__all__ = ["Lowered", "Call", "FUNCTION_RULES", "CHANNEL_VIEW_TARGETS", "register_function", "feature_map_shape", "concat_constants"]
 
 
 @dataclass
@@ -37,8 +42,9 @@ class Lowered:
     """How one traced call runs in the converted graph (arguments are nodes of the traced graph).
 
     Exactly one of: ``fn`` (a ``call_function`` with ``args``/``kwargs``), ``module`` (called
-    on ``args[0]``) or ``alias`` (the output is that node's value). ``points``/``layout``
-    describe the output (``points=None``: a plain tensor).
+    on ``args[0]``) or ``alias`` (the output is that node's value). ``points``/``layout``/
+    ``channel_axes``/``parts`` describe the output as in [`NodeInfo`][inrnet.convert.NodeInfo]
+    (``points=None``: a plain tensor).
     """
 
     fn: Callable | None = None
@@ -48,6 +54,8 @@ class Lowered:
     alias: Any = None
     points: PointSet | None = None
     layout: str = "first"
+    channel_axes: int = 1
+    parts: int | None = None
 
 
 @dataclass
@@ -220,12 +228,16 @@ def _mean(call: Call) -> Lowered:
 
 @register_function(torch.permute, *_m("permute"))
 def _permute(call: Call) -> Lowered:
+    """A permute between channels-first and channels-last (an alias: later calls read the values
+    in the other layout), or one of the channel axes of a split feature map (a channel shuffle)."""
     x = call.only_field(0)
-    info = call.info(x)
+    info = _single(call, x)
     rest = call.node.args[1:] or (call.node.kwargs.get("dims"),)
     perm = tuple(rest[0]) if len(rest) == 1 and isinstance(rest[0], (tuple, list)) else tuple(rest)
     ndim = len(info.shape)
     perm = tuple(p % ndim for p in perm)
+    if info.channel_axes != 1:
+        return _permute_channel_axes(call, x, perm)
     to_last, to_first = (0, *range(2, ndim), 1), (0, ndim - 1, *range(1, ndim - 1))
     if perm == tuple(range(ndim)):
         layout = info.layout
@@ -241,8 +253,115 @@ def _permute(call: Call) -> Lowered:
 
 @register_function(*_m("contiguous", "clone"), torch.clone)
 def _identity(call: Call) -> Lowered:
+    """``contiguous`` and ``clone``: the identity on fields (never modified in place)."""
     x = call.only_field(0)
-    return Lowered(alias=x, points=call.info(x).points, layout=call.info(x).layout)
+    info = _single(call, x)
+    return Lowered(alias=x, points=info.points, layout=info.layout, channel_axes=info.channel_axes)
+
+
+def _single(call: Call, x) -> NodeInfo:
+    """The info of the feature map ``x``, which must not be a tuple of them (from ``chunk``)."""
+    info = call.info(x)
+    if info.parts is not None:
+        raise call.error(f"applied to the tuple of {info.parts} feature maps that chunk/split returns; index it first")
+    return info
+
+
+def _channel_axes_of(call: Call, info: NodeInfo, shape: tuple[int, ...]) -> int:
+    """How many channel axes ``shape`` (the output of a view of the feature map ``info``) has:
+    it must keep the batch and the spatial axes and only split or merge the channels."""
+    spatial = info.spatial
+    ns = len(spatial)
+    channels = math.prod(info.shape[1:1 + info.channel_axes])
+    k = len(shape) - 1 - ns
+    if (info.layout != "first" or k < 1 or shape[0] != info.shape[0] or tuple(shape[1 + k:]) != spatial
+            or math.prod(shape[1:1 + k]) != channels):
+        raise call.error(f"only views that split or merge the channel axis of a channels-first feature map convert "
+                         f"(a channel shuffle), or x.view(x.size(0), -1) before a linear layer; this one takes "
+                         f"{info.shape} (channels-{info.layout}) to {shape}")
+    return k
+
+
+@register_function(*_m("view", "reshape"), torch.reshape)
+def _view(call: Call) -> Lowered:
+    """``x.view`` / ``reshape`` of a feature map: splitting the channels into axes (``[B, g, C // g, *S]``)
+    or merging them (an alias: the values stay ``[B, N, C]`` in C order), or flattening everything
+    but the batch (as ``torch.flatten(x, 1)``). The target shape is read from the trace, so
+    ``x.view(b, g, c // g, h, w)`` with sizes from ``x.size()`` converts."""
+    x = call.only_field(0)
+    info = _single(call, x)
+    out = call.out_shape()
+    if info.channel_axes == 1 and out == (info.shape[0], math.prod(info.shape[1:])):
+        site = Site(call.path, info, out)
+        return Lowered(module=flatten_field(call.name, site, 1, -1), args=(x,))
+    k = _channel_axes_of(call, info, out)
+    return Lowered(alias=x, points=info.points, layout="first", channel_axes=k)
+
+
+@register_function(torch.transpose, *_m("transpose"), torch.swapaxes, *_m("swapaxes"))
+def _transpose(call: Call) -> Lowered:
+    """``transpose`` of two channel axes of a split feature map (the middle step of a channel shuffle)."""
+    x = call.only_field(0)
+    info = _single(call, x)
+    ndim = len(info.shape)
+    a, b = (int(call.arg(1, "dim0")) % ndim, int(call.arg(2, "dim1")) % ndim)
+    perm = list(range(ndim))
+    perm[a], perm[b] = perm[b], perm[a]
+    if info.channel_axes == 1:
+        raise call.error(f"transposes axes {a} and {b} of a feature map of shape {info.shape}; only channel axes "
+                         f"split by a view (a channel shuffle) can be transposed (use permute for channels-last)")
+    return _permute_channel_axes(call, x, tuple(perm))
+
+
+def _permute_channel_axes(call: Call, x, perm: tuple[int, ...]) -> Lowered:
+    info = call.info(x)
+    k = info.channel_axes
+    ndim = len(info.shape)
+    if perm[0] != 0 or sorted(perm[1:1 + k]) != list(range(1, 1 + k)) or perm[1 + k:] != tuple(range(1 + k, ndim)):
+        raise call.error(f"permutes {perm} of a feature map whose channels are split over axes 1..{k} (shape "
+                         f"{info.shape}); only the channel axes may move")
+    channel_perm = tuple(p - 1 for p in perm[1:1 + k])
+    return Lowered(fn=ops.permute_channels, args=(x, tuple(info.shape[1:1 + k]), channel_perm), points=info.points,
+                   layout="first", channel_axes=k)
+
+
+@register_function(torch.chunk, *_m("chunk"), torch.split, *_m("split"))
+def _split(call: Call) -> Lowered:
+    """``x.chunk(n, dim=1)`` / ``x.split(sizes, dim=1)`` of a feature map along its channels: a tuple
+    of fields (the sizes are read from the trace)."""
+    x = call.only_field(0)
+    info = _single(call, x)
+    if info.channel_axes != 1:
+        raise call.error(f"splits a feature map whose channels are split over {info.channel_axes} axes")
+    ndim = len(info.shape)
+    dim = call.arg(2, "dim", 0)
+    if not isinstance(dim, int) or dim % ndim != (1 if info.layout == "first" else ndim - 1):
+        raise call.error(f"only splits along the channels convert, got dim={dim} of a channels-{info.layout} "
+                         f"feature map of shape {info.shape}")
+    channel = 1 if info.layout == "first" else -1
+    sizes = tuple(int(m.shape[channel]) for m in call.node.meta["tensor_meta"])
+    return Lowered(fn=ops.split_channels, args=(x, sizes), points=info.points, layout=info.layout, parts=len(sizes))
+
+
+@register_function(operator.getitem)
+def _getitem(call: Call) -> Lowered:
+    """One feature map of the tuple that ``chunk`` / ``split`` returns (indexing a feature map is an error)."""
+    x = call.only_field(0)
+    info = call.info(x)
+    index = call.node.args[1]
+    if info.parts is None:
+        raise call.error(f"indexes a feature map of shape {info.shape} with {index!r}; slicing feature maps is not "
+                         f"supported (split its channels with chunk / split)")
+    if not isinstance(index, int):
+        raise call.error(f"indexes the tuple of {info.parts} feature maps with {index!r}; only an int index converts")
+    return Lowered(fn=operator.getitem, args=(x, index), points=info.points, layout=info.layout)
+
+
+CHANNEL_VIEW_TARGETS = frozenset({*_m("view", "reshape", "transpose", "swapaxes", "permute", "contiguous", "clone"),
+                                  torch.reshape, torch.transpose, torch.swapaxes, torch.permute, torch.clone,
+                                  operator.getitem})
+"""The calls that take a feature map with split channels or a tuple of them (their rules check which);
+any other call on one is an error (`inrnet.convert.graph` checks)."""
 
 
 _ELEMENTWISE = {F.relu: "relu", torch.relu: "relu", ("method", "relu"): "relu", ("method", "relu_"): "relu",

@@ -34,7 +34,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from inrnet.convert import ops
-from inrnet.convert.function_rules import FUNCTION_RULES, Call, Lowered, feature_map_shape
+from inrnet.convert.function_rules import CHANNEL_VIEW_TARGETS, FUNCTION_RULES, Call, Lowered, feature_map_shape
 from inrnet.convert.registry import ConversionError, NodeInfo, Site, copy_weights, find_rule
 from inrnet.convert.zoo_rules import load_zoo_rules
 from inrnet.field import PointSet
@@ -197,15 +197,32 @@ class _Rebuild:
         fx.map_arg((node.args, node.kwargs), lambda n: found.append(n) if self.infos[n].is_field else None)
         return found
 
-    def _record(self, node: fx.Node, value, points: PointSet | None, layout: str, what: str) -> None:
+    def _record(self, node: fx.Node, value, points: PointSet | None, layout: str, what: str,
+                channel_axes: int = 1, parts: int | None = None) -> None:
         shape = _shape(node)
         if points is not None:
-            spatial = None if shape is None else (shape[2:] if layout == "first" else shape[1:-1])
-            if spatial is None or tuple(points.lattice.shape) != tuple(spatial):
-                raise ConversionError(f"{what} (node {node.name}): the continuous layers give a "
-                                      f"{points.lattice.shape} feature map, the CNN a {shape} tensor")
+            meta = node.meta.get("tensor_meta")
+            shapes = [tuple(m.shape) for m in meta] if parts is not None else [shape]
+            for s in shapes:
+                info = NodeInfo(points, layout, s, channel_axes)
+                if s is None or tuple(points.lattice.shape) != info.spatial:
+                    raise ConversionError(f"{what} (node {node.name}): the continuous layers give a "
+                                          f"{points.lattice.shape} feature map, the CNN a {s} tensor")
         self.env[node] = value
-        self.infos[node] = NodeInfo(points, layout, shape)
+        self.infos[node] = NodeInfo(points, layout, None if parts is not None else shape, channel_axes, parts)
+
+    def _check_plain(self, node: fx.Node, fields: list[fx.Node], what: str) -> None:
+        """Raise unless each feature map argument of ``node`` is a single one with one channel axis."""
+        for f in fields:
+            info = self.infos[f]
+            if info.parts is not None:
+                raise ConversionError(f"{what} (node {node.name}) is applied to the tuple of {info.parts} feature "
+                                      f"maps of {f.name}; only indexing it (x.chunk(2, 1)[0]) is supported")
+            if info.channel_axes != 1:
+                raise ConversionError(f"{what} (node {node.name}) is applied to {f.name}, a feature map whose "
+                                      f"channels are split over {info.channel_axes} axes (shape {info.shape}); "
+                                      f"only view / reshape / transpose / permute / contiguous act on it, until "
+                                      f"a view merges its channels again")
 
     def _rebind(self, mutated: fx.Node, node: fx.Node) -> None:
         """After an in-place call the CNN's later uses of its input see the result; fields are
@@ -307,6 +324,7 @@ class _Rebuild:
         if fields != [node.args[0]] or node.kwargs or len(node.args) != 1:
             raise ConversionError(f"'{target}' ({type(module).__name__}) takes more than one input; only modules "
                                   "called on a single feature map convert")
+        self._check_plain(node, fields, f"'{target}' ({type(module).__name__})")
         site = Site(target, self.infos[node.args[0]], _shape(node))
         rule = find_rule(module)
         if rule is None:
@@ -341,11 +359,11 @@ class _Rebuild:
             return
         key = node.target if node.op == "call_function" else ("method", node.target)
         call = Call(node, self._path(node), self.infos)
+        if key not in CHANNEL_VIEW_TARGETS:
+            self._check_plain(node, self._fields(node), call.name)
         rule = FUNCTION_RULES.get(key)
         if rule is None:
-            hint = (" (shape-dependent code: use torch.flatten(x, 1) or nn.Flatten rather than x.view(x.size(0), -1))"
-                    if node.target in ("size", "view", "reshape", getattr) else "")
-            raise call.error("not supported on a feature map" + hint)
+            raise call.error("not supported on a feature map")
         low: Lowered = rule(call)
         if self._reads_input(node, self._fields(node), low.module, low.points, call.error):
             raise call.error(f"latent={self.latent!r} / first_conv= need the first layer that leaves the input points "
@@ -359,13 +377,16 @@ class _Rebuild:
         else:
             value = self.graph.create_node("call_function", low.fn, self._map(low.args), self._map(low.kwargs),
                                            name=node.name)
-        self._record(node, value, low.points, low.layout, call.name)
+        self._record(node, value, low.points, low.layout, call.name, low.channel_axes, low.parts)
         if _mutates_first_argument(node):
             self._rebind(node.args[0], node)
 
     _call_method = _call_function
 
     def _output(self, node: fx.Node) -> None:
+        fields: list[fx.Node] = []
+        fx.map_arg(node.args[0], lambda n: fields.append(n) if self.infos[n].is_field else None)
+        self._check_plain(node, fields, "the CNN's output")
         out = self.graph.call_function(ops.finish, (self._map(node.args[0]), self.query))
         self.graph.output(out)
 

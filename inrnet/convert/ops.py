@@ -22,7 +22,7 @@ from inrnet.neighbors import Support, neighbors
 from inrnet.nn._segment import gather, segment_sum, segment_weight_sum
 from inrnet.nn.resample import upsample
 
-__all__ = ["check_input", "binary", "concat", "pointwise", "finish", "lattice_query", "pixel_estimate", "BINARY",
+__all__ = ["check_input", "binary", "concat", "pointwise", "finish", "lattice_query", "pixel_estimate", "permute_channels", "split_channels", "BINARY",
            "POINTWISE"]
 
 BINARY = {"add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv}
@@ -126,6 +126,34 @@ def concat(fields: Sequence[Field]) -> Field:
     for f in fields[1:]:
         check_same_points(fields[0].points, f.points, "concatenated feature maps")
     return Field(torch.cat([f.values for f in fields], dim=-1), fields[0].points)  # (B, N, sum C)
+
+
+@_traceable
+def permute_channels(field: Field, shape: tuple[int, ...], perm: tuple[int, ...]) -> Field:
+    """Permute the channel axes of a feature map whose channels are split into ``shape`` (C order).
+
+    A channel shuffle ``x.view(B, g, C // g, *S).transpose(1, 2)`` is ``shape=(g, C // g)``,
+    ``perm=(1, 0)``.
+
+    Args:
+        field: values Tensor[B, N, prod(shape)].
+        shape: the channel axes' sizes.
+        perm: the axes' new order.
+
+    Returns:
+        Field with values Tensor[B, N, prod(shape)], the channels of axes ``shape[perm]`` in C order.
+    """
+    b, n, c = field.values.shape
+    values = field.values.reshape(b, n, *shape).permute(0, 1, *(2 + p for p in perm))  # (B, N, *shape[perm])
+    return field.replace(values.reshape(b, n, c))
+
+
+@_traceable
+def split_channels(field: Field, sizes: tuple[int, ...]) -> tuple[Field, ...]:
+    """``torch.split(x, sizes, dim=channels)`` of a feature map: fields with values Tensor[B, N, sizes[i]]."""
+    if sum(sizes) != field.channels:
+        raise ValueError(f"cannot split {field.channels} channels into {sizes}")
+    return tuple(field.replace(v) for v in field.values.split(list(sizes), dim=-1))
 
 
 @_traceable
@@ -240,12 +268,22 @@ def lattice_query(layer, field: Field, input_shape: tuple[int, ...]) -> PointSet
 
 @_traceable
 def finish(output, query: PointSet | None = None):
-    """The converted model's output; a field output is resampled (nearest neighbour) at ``query`` if given."""
+    """The converted model's output; with ``query``, each field of it is resampled (nearest neighbour) there.
+
+    A dict, list or tuple of fields (torchvision's segmentation models return
+    ``{"out": ..., "aux": ...}``) is resampled item by item, keeping its type.
+    """
     if query is None:
         return output
-    if not isinstance(output, Field):
-        raise ValueError(f"query points only apply to a model whose output is a Field, this one returns "
-                         f"{type(output).__name__}")
     if not isinstance(query, PointSet):
         raise TypeError(f"query must be a PointSet, got {type(query).__name__}")
+    items = output.values() if isinstance(output, dict) else output if isinstance(output, (list, tuple)) else [output]
+    if not all(isinstance(x, Field) for x in items):
+        kinds = f" of {[type(x).__name__ for x in items]}" if isinstance(output, (dict, list, tuple)) else ""
+        raise ValueError(f"query points only apply to a model whose outputs are Fields, this one returns "
+                         f"{type(output).__name__}{kinds}")
+    if isinstance(output, dict):
+        return type(output)((k, upsample(v, query)) for k, v in output.items())
+    if isinstance(output, (list, tuple)):
+        return type(output)(upsample(v, query) for v in output)
     return upsample(output, query)

@@ -46,15 +46,34 @@ class NodeInfo:
             ``None`` for tensors and other values.
         layout: ``"first"`` (the CNN's tensor is ``[B, C, *S]``) or ``"last"`` (``[B, *S, C]``).
         shape: the CNN's tensor shape at this node for a batch of one, if a tensor.
+        channel_axes: how many axes of the CNN's tensor hold the channels: 1, or more
+            between a ``view`` that splits them (``[B, g, C // g, *S]``, a channel shuffle)
+            and the ``view`` that merges them again; the field's values are then
+            ``[B, N, g * (C // g)]``, the channel axes flattened in C order.
+        parts: for the tuple of feature maps that ``chunk`` / ``split`` returns, how many
+            (``shape`` is then ``None``); ``None`` for a single feature map.
     """
 
     points: PointSet | None
     layout: str = "first"
     shape: tuple[int, ...] | None = None
+    channel_axes: int = 1
+    parts: int | None = None
 
     @property
     def is_field(self) -> bool:
         return self.points is not None
+
+    @property
+    def is_plain_field(self) -> bool:
+        """A single feature map with one channel axis: what module rules and most function rules take."""
+        return self.is_field and self.channel_axes == 1 and self.parts is None
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        """The spatial shape of the CNN's tensor (after the channel axes, or before them if channels-last)."""
+        s = self.shape
+        return tuple(s[1 + self.channel_axes:]) if self.layout == "first" else tuple(s[1:-1])
 
 
 @dataclass(frozen=True)
@@ -84,8 +103,7 @@ class Site:
     @property
     def spatial(self) -> tuple[int, ...]:
         """The feature map's spatial shape in the CNN."""
-        s = self.info.shape
-        return tuple(s[2:]) if self.layout == "first" else tuple(s[1:-1])
+        return self.info.spatial
 
     def error(self, module, message: str) -> ConversionError:
         name = module if isinstance(module, str) else type(module).__name__

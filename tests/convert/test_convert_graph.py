@@ -160,7 +160,7 @@ def test_fully_convolutional_output_is_a_field_queryable_anywhere(h):
     for i in range(query.n):  # nearest output point, by brute force
         j = int((coarse.points.coords - query.coords[i]).norm(dim=1).argmin())
         torch.testing.assert_close(at.values[:, i], coarse.values[:, j])
-    with pytest.raises(ValueError, match="only apply to a model whose output is a Field"):
+    with pytest.raises(ValueError, match="only apply to a model whose outputs are Fields, this one returns Tensor"):
         from_torch(small_cnn(), (8, 8))(grid_field(torch.randn(1, 3, 8, 8)), query)
 
 
@@ -225,14 +225,14 @@ class Shared(nn.Module):
         return self.conv(F.max_pool2d(self.conv(x), 2))
 
 
-class ViewFlatten(nn.Module):
+class ViewSpatial(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(3, 2, 3)
 
     def forward(self, x):
         x = self.conv(x)
-        return x.view(x.size(0), -1)
+        return x.view(x.size(0), 2, -1)  # merges the spatial axes
 
 
 class Rolled(nn.Module):
@@ -247,7 +247,7 @@ class Rolled(nn.Module):
 @pytest.mark.parametrize("net,match", [
     (TwoBranches(), "different point sets"),
     (Shared(), "another kind or resolution"),
-    (ViewFlatten(), "shape-dependent code"),
+    (ViewSpatial(), "only views that split or merge the channel axis"),
     (Rolled(), r"torch\.roll in the top-level forward \(node roll\)"),
 ])
 def test_unsupported_graphs_raise(net, match):
