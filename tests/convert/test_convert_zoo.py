@@ -21,7 +21,10 @@ MODELS = [
     ("torchvision", "resnet50", (33, 35), 2), ("torchvision", "convnext_tiny", (35, 33), 2),
     ("torchvision", "vgg11_bn", (64, 64), 2), ("timm", "resnet50", (32, 32), 2), ("timm", "convnext_tiny", (32, 32), 1),
     ("timm", "vgg11_bn", (33, 35), 2), ("torchvision", "vgg11_bn", (224, 224), 1),
+    ("torchvision", "squeezenet1_0", (65, 63), 2), ("torchvision", "googlenet", (64, 65), 2),
+    ("torchvision", "shufflenet_v2_x0_5", (33, 35), 2), ("torchvision", "densenet121", (32, 32), 1),
 ]
+KWARGS = {"googlenet": {"aux_logits": False, "init_weights": True}}
 FAST = 3
 
 
@@ -29,7 +32,7 @@ def build(source: str, name: str) -> nn.Module:
     torch.manual_seed(0)
     if source == "timm":
         return timm.create_model(name, pretrained=False)
-    return torchvision.models.get_model(name, weights=None)
+    return torchvision.models.get_model(name, weights=None, **KWARGS.get(name, {}))
 
 
 @pytest.mark.parametrize("source,name,shape,batch", [
