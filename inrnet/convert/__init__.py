@@ -11,7 +11,8 @@ only the converter builds, `box_pool`, `twin_layers`, `window_pool` (cropped poo
 `resize_layers` (bilinear resizing, transposed convolutions); the rules for modules,
 `pointwise_rules`, `window_rules` and `zoo_rules` (torchvision's and timm's, registered by
 [`load_zoo_rules`][inrnet.convert.load_zoo_rules]); `ops` and `function_rules` (functions and
-methods on feature maps); `graph` (tracing and rebuilding); `pretrained`. Importing this
+methods on feature maps); `graph` (tracing and rebuilding); `pretrained`; `catalog` (the table of
+supported modules and functions in ``docs/conversion.md``, rendered from the rules). Importing this
 package imports every rule module, so the table holds every ``torch.nn`` rule.
 """
 

@@ -34,7 +34,8 @@ from inrnet.convert.registry import ConversionError, NodeInfo, Site, find_rule
 from inrnet.convert.window_rules import check_upsample_mode, flatten_field
 from inrnet.field import Field, PointSet, check_same_points
 
-__all__ = ["Lowered", "Call", "FUNCTION_RULES", "CHANNEL_VIEW_TARGETS", "register_function", "feature_map_shape", "concat_constants"]
+__all__ = ["Lowered", "Call", "FUNCTION_RULES", "CHANNEL_VIEW_TARGETS", "register_function", "feature_map_shape",
+           "concat_constants"]
 
 
 @dataclass
@@ -130,6 +131,8 @@ _BINARY = {operator.add: "add", operator.iadd: "add", torch.add: "add", ("method
 
 @register_function(*_BINARY)
 def _binary(call: Call) -> Lowered:
+    """``+ - * /`` of feature maps on the same points, or of a feature map and a tensor that broadcasts
+    over its points (a squeeze-excitation gate, a scalar)."""
     target = call.node.target if callable(call.node.target) else ("method", call.node.target)
     if len(call.node.args) != 2 or call.node.kwargs:
         raise call.error("only the two-operand form is supported (no alpha= / rounding_mode= / out=)")
@@ -204,6 +207,7 @@ def concat_constants(items: Sequence) -> Field:
 
 @register_function(torch.flatten, *_m("flatten"))
 def _flatten(call: Call) -> Lowered:
+    """``torch.flatten(x, 1)`` of a feature map: one box per pixel, then flatten; a plain tensor."""
     x = call.only_field(0)
     site = Site(call.path, call.info(x), call.out_shape())
     return Lowered(module=flatten_field(call.name, site, call.arg(1, "start_dim", 0), call.arg(2, "end_dim", -1)),
@@ -212,6 +216,7 @@ def _flatten(call: Call) -> Lowered:
 
 @register_function(torch.mean, *_m("mean"))
 def _mean(call: Call) -> Lowered:
+    """The mean over a feature map's spatial axes as a `BoxPool` (the quadrature mean over the points)."""
     x = call.only_field(0)
     info = call.info(x)
     ndim = len(info.shape)
@@ -374,6 +379,7 @@ _ELEMENTWISE = {F.relu: "relu", torch.relu: "relu", ("method", "relu"): "relu", 
 
 @register_function(*_ELEMENTWISE)
 def _elementwise(call: Call) -> Lowered:
+    """An elementwise function (``F.relu``, ``x.sigmoid()``, ...) applied to the values, ``inplace`` ignored."""
     x = call.only_field(0)
     target = call.node.target if callable(call.node.target) else ("method", call.node.target)
     fn = _ELEMENTWISE[target]
@@ -388,6 +394,7 @@ def _elementwise(call: Call) -> Lowered:
 
 @register_function(F.layer_norm, F.linear)
 def _last_axis(call: Call) -> Lowered:
+    """``F.layer_norm`` / ``F.linear`` over the channels of a channels-last feature map."""
     x = call.only_field(0)
     info = call.info(x)
     if info.layout != "last":

@@ -168,6 +168,8 @@ def lower_conv(m: nn.modules.conv._ConvNd, site: Site, pads: Sequence[tuple[int,
 
 @register_rule(nn.Conv1d, nn.Conv2d, nn.Conv3d)
 def _conv(m, site):
+    """A convolution as a continuous one on the feature map's points (`lower_conv`: B-spline, ``1 x 1``,
+    dilated, cropped)."""
     return lower_conv(m, site, _conv_pads(m))
 
 
@@ -219,6 +221,8 @@ def _pool_window(m, site: Site, d: int):
 
 @register_rule(nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 def _max_pool(m, site):
+    """Max pooling as a `MaxPool` over each window's support (``unbiased=False``, the CNN's max); ceil
+    mode's cropped last windows as a `CroppedMaxPool`."""
     k, stride, _, _, mode, crop = _pool_window(m, site, {nn.MaxPool1d: 1, nn.MaxPool2d: 2, nn.MaxPool3d: 3}[type(m)])
     if crop is not None:
         new = CroppedMaxPool(k, site.spacing, stride, crop)
@@ -253,6 +257,7 @@ def adaptive_pool(m, site: Site, output_size) -> BoxPool:
 
 @register_rule(nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
 def _adaptive_avg_pool(m, site):
+    """Adaptive average pooling as a `BoxPool`: the quadrature mean over each of torch's boxes; a plain tensor."""
     check_site(m, site, {nn.AdaptiveAvgPool1d: 1, nn.AdaptiveAvgPool2d: 2, nn.AdaptiveAvgPool3d: 3}[type(m)])
     return adaptive_pool(m, site, m.output_size), None
 
@@ -269,6 +274,7 @@ def flatten_field(module, site: Site, start_dim: int, end_dim: int) -> BoxPool:
 
 @register_rule(nn.Flatten)
 def _flatten(m, site):
+    """``nn.Flatten()`` of a feature map: one box per pixel, then flatten; a plain tensor."""
     return flatten_field(m, site, m.start_dim, m.end_dim), None
 
 
@@ -347,6 +353,8 @@ def _linear_upsample(m: nn.Upsample, site: Site, target: tuple[int, ...]):
 
 @register_rule(nn.Upsample)
 def _upsample(m, site):
+    """``nn.Upsample``: linear modes as a `LinearResample` onto the finer lattice; nearest modes back to
+    the points the feature map was strided from."""
     check_site(m, site)
     if (reason := check_upsample_mode(m.mode)) is not None:
         raise site.error(m, reason)
