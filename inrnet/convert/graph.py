@@ -36,6 +36,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from inrnet.convert import ops
 from inrnet.convert.function_rules import CHANNEL_VIEW_TARGETS, FUNCTION_RULES, Call, Lowered, feature_map_shape
 from inrnet.convert.registry import ConversionError, NodeInfo, Site, copy_weights, find_rule
+from inrnet.convert.token_layers import PatchEmbedOnField
 from inrnet.convert.zoo_rules import load_zoo_rules
 from inrnet.field import PointSet
 from inrnet.nn.bspline_conv import SUPPORT_EXTENTS, BSplineConv
@@ -110,10 +111,14 @@ def trace(cnn: nn.Module, leaf_modules: Sequence[type] = ()) -> fx.GraphModule:
 
 
 def _infer_in_channels(traced: fx.GraphModule) -> int:
+    """The ``in_channels`` of the first called module that has one, or of its first submodule that has
+    one (a leaf such as timm's ``PatchEmbed`` holds its convolution as ``proj``)."""
     for node in traced.graph.nodes:
         if node.op == "call_module":
-            c = getattr(traced.get_submodule(node.target), "in_channels", None)
-            if isinstance(c, int):
+            module = traced.get_submodule(node.target)
+            c = next((s.in_channels for s in module.modules() if isinstance(getattr(s, "in_channels", None), int)),
+                     None)
+            if c is not None:
                 return c
     raise ConversionError("cannot infer the number of input channels (no module with in_channels); pass in_channels=")
 
@@ -334,6 +339,8 @@ class _Rebuild:
         first = self._reads_input(node, fields, new, points, lambda message: site.error(module, message))
         if first:
             new = self._first_window(new, module, site)
+        elif isinstance(new, PatchEmbedOnField) and self.first_conv and node.args[0] in self.on_input:
+            new.proj = self._first_window(new.proj, module, site)  # tokens: always on the patch lattice
         kind = ("field", repr(new))
         if self.module_kind.setdefault(target, kind) != kind:
             raise site.error(module, "the module is called again on a feature map of another kind or resolution; a "

@@ -9,7 +9,12 @@ yourself before looking up the rule of such a module with
 * torchvision: ``LayerNorm2d`` (ConvNeXt, channels-first), ``StochasticDepth``.
 * timm: ``LayerNorm`` (channels-last) and ``LayerNorm2d``, ``BatchNormAct2d``, ``DropPath``,
   its activation modules and ``Linear``, ``Conv2dSame`` (TensorFlow ``SAME`` padding,
-  fixed by the feature map size at conversion), and VGG's ``ConvMlp`` head.
+  fixed by the feature map size at conversion), VGG's ``ConvMlp`` head, and the vision
+  transformers' ``PatchEmbed`` (ViT, DeiT): the patch convolution as a B-spline convolution
+  whose outputs are the patch tokens on the patch lattice fixed at conversion
+  ([`PatchEmbedOnField`][inrnet.convert.token_layers.PatchEmbedOnField]); the class token,
+  position embeddings, attention and MLP blocks and the head then run on those tokens as
+  plain tensors, unchanged.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ from torch import nn
 from inrnet.convert.box_pool import BoxPool
 from inrnet.convert.pointwise_rules import channel_layer_norm, elementwise
 from inrnet.convert.registry import RULES, NodeInfo, Site, copy_weights, find_rule, register_rule
+from inrnet.convert.token_layers import PatchEmbedOnField
 from inrnet.convert.twin_layers import BatchNormAct
 from inrnet.convert.window_rules import adaptive_pool, lower_conv
 from inrnet.field import Field
+from inrnet.nn.conv import ContinuousConv
 
-__all__ = ["load_zoo_rules", "ConvMlpOnField", "tf_same_pads"]
+__all__ = ["load_zoo_rules", "ConvMlpOnField", "tf_same_pads", "patch_embed"]
 
 
 def _convert_child(module: nn.Module, site: Site, name: str):
@@ -99,6 +106,53 @@ def _conv_mlp(m, site):
     return ConvMlpOnField(None, *layers), info.points
 
 
+def patch_embed(m: nn.Module, site: Site):
+    """timm's ``PatchEmbed`` (ViT, DeiT) on the input image as a `PatchEmbedOnField`, returning the tokens.
+
+    ``proj`` (kernel = stride = patch) is lowered as the ``nn.Conv2d`` rule lowers a
+    convolution (`inrnet.convert.window_rules.lower_conv`), with ``dynamic_img_pad``'s zero
+    padding on the far sides (up to half a patch, so that the last patch's centre stays on
+    the image). ``flatten`` / ``output_fmt`` give the tokens' layout and ``norm`` is copied;
+    ``strict_img_size`` only concerns timm's check of the image size, the converted model's
+    patch lattice being fixed by ``input_shape`` either way.
+
+    Returns:
+        ``(PatchEmbedOnField, None)``: the layer's output is a plain tensor.
+
+    Raises:
+        ConversionError: naming the option: ``PatchEmbed`` applied to a feature map on
+            other points than the input's, a ``proj`` that is not a padding-free
+            ``nn.Conv2d``, ``1 x 1`` patches (pointwise: no patch lattice), or
+            ``dynamic_img_pad=True`` padding an axis by more than half a patch.
+    """
+    if site.points.parent is not None:
+        raise site.error(m, f"PatchEmbed converts on the input's points only (its tokens go on the patch lattice of "
+                            f"grid(input_shape)); here it is applied to a feature map of shape {site.info.shape} on "
+                            f"other points ({site.points})")
+    proj = m.proj
+    if type(proj) is not nn.Conv2d:
+        raise site.error(m, f"proj is a {type(proj).__name__}; only an nn.Conv2d patch convolution converts")
+    if proj.padding == "same" or (proj.padding != "valid" and any(p != 0 for p in proj.padding)):
+        raise site.error(m, f"proj.padding={proj.padding!r}: a patch convolution is not padded (only "
+                            "dynamic_img_pad pads it, on the far sides)")
+    patch, spatial = tuple(proj.kernel_size), tuple(site.spatial)
+    pads = [(0, 0)] * len(patch)
+    if m.dynamic_img_pad:
+        pads = [(0, (p - n % p) % p) for n, p in zip(spatial, patch)]
+        for n, p, (_, pad) in zip(spatial, patch, pads):
+            if pad > p // 2:
+                raise site.error(m, f"dynamic_img_pad=True pads an axis of {n} pixels by {pad} to a multiple of the "
+                                    f"patch size {p}, more than half a patch: the last patch would be centred off "
+                                    f"the image; use an input size that pads at most {p // 2}")
+    new, points = lower_conv(proj, Site(f"{site.path}.proj", site.info, None), pads)
+    if not isinstance(new, ContinuousConv):
+        raise site.error(m, f"patch_size={patch}: 1 x 1 patches are pointwise, their tokens are the input points "
+                            "themselves, with no patch lattice to put them on")
+    fmt = "NLC" if m.flatten else m.output_fmt.value
+    tokens = PatchEmbedOnField(new, copy.deepcopy(m.norm), spatial, tuple(points.lattice.shape), fmt)
+    return copy_weights(tokens, m), None
+
+
 @functools.cache
 def load_zoo_rules() -> None:
     """Register the rules for torchvision's and timm's own modules (once; later calls do nothing).
@@ -139,3 +193,4 @@ def load_zoo_rules() -> None:
         register_rule(tl.BatchNormAct2d)(_batch_norm_act)
         register_rule(tl.Conv2dSame)(_conv2d_same)
         register_rule(ConvMlp)(_conv_mlp)
+        register_rule(tl.PatchEmbed)(patch_embed)

@@ -30,9 +30,10 @@ def randomize_norms(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
-def compare(cnn: nn.Module, shape, *, batch: int = 2, dtype=torch.float32, channels: int = 3, images=None):
-    """Convert ``cnn`` at ``shape`` and run both on the same images (the converted one on
-    ``PixelINR(images)`` sampled on ``PointSet.grid(shape)``).
+def compare(cnn: nn.Module, shape, *, batch: int = 2, dtype=torch.float32, channels: int = 3, images=None,
+            **options):
+    """Convert ``cnn`` at ``shape`` (``options``: more keywords of ``from_torch``) and run both on the same
+    images (the converted one on ``PixelINR(images)`` sampled on ``PointSet.grid(shape)``).
 
     Returns:
         (relative error, converted model, converted output, CNN output).
@@ -40,7 +41,7 @@ def compare(cnn: nn.Module, shape, *, batch: int = 2, dtype=torch.float32, chann
     cnn = cnn.to(dtype).eval()
     if images is None:
         images = torch.randn(batch, channels, *shape, dtype=dtype)
-    inet = from_torch(cnn, shape)
+    inet = from_torch(cnn, shape, **options)
     with torch.no_grad():
         out = inet(sample(PixelINR(images), PointSet.grid(shape, dtype=dtype)))
         ref = cnn(images)
