@@ -373,10 +373,12 @@ def apply_build_arguments(args) -> str:
 
 
 def log_quality(quality: Mapping[str, Tensor]) -> None:
-    """Log the 5/25/50/75/95th percentiles of each fit-quality measure (``{name: Tensor[n]}``, dB)."""
+    """Log the 5/25/50/75/95th percentiles of each fit-quality measure (``{name: Tensor[n]}``; PSNRs in dB)."""
     pct = torch.tensor([0.05, 0.25, 0.5, 0.75, 0.95], dtype=torch.float64)
     for key, v in quality.items():
-        log.info("%s percentiles 5/25/50/75/95: %s dB", key, [round(x, 2) for x in v.double().quantile(pct).tolist()])
+        unit = " dB" if key.startswith("psnr") else ""
+        log.info("%s percentiles 5/25/50/75/95: %s%s", key, [round(x, 2) for x in v.double().quantile(pct).tolist()],
+                 unit)
 
 
 def read_items(root: str | os.PathLike, indices: Tensor) -> tuple[INRBatch, Tensor, dict[str, Tensor]]:
@@ -414,4 +416,4 @@ def read_items(root: str | os.PathLike, indices: Tensor) -> tuple[INRBatch, Tens
         order.append(rows)
     inverse = torch.argsort(torch.cat(order))  # (M,)
     return (INRBatch.cat(inrs)[inverse], torch.cat(labels)[inverse],
-            {k: torch.cat([q[k] for q in quality])[inverse] for k in quality[0]})
+            {k: torch.cat([q[k] for q in quality])[inverse] for k in quality[0] if all(k in q for q in quality)})

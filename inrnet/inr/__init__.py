@@ -10,10 +10,11 @@ from inrnet.inr.functa import FunctaFamily
 from inrnet.inr.importer import import_functa, import_inrs
 from inrnet.inr.pixel import PixelFamily, PixelINR
 from inrnet.inr.siren import Siren, SirenFamily
+from inrnet.inr.smoothness import KLipschitz, LiuRegularizer
 from inrnet.inr.store import CorruptShardError, read_manifest, save_inrs
 
 __all__ = ["INRFamily", "INRBatch", "INRModule", "FAMILIES", "register_family", "family_from_dict",
            "SirenFamily", "Siren", "FourierFamily", "FourierFeatures", "FunctaFamily", "PixelFamily", "PixelINR",
-           "sample", "fit", "fit_quality", "psnr",
+           "sample", "fit", "fit_quality", "psnr", "LiuRegularizer", "KLipschitz",
            "save_inrs", "build_dataset", "import_inrs", "import_functa", "INRDataset", "load_inrs", "read_manifest",
            "CorruptShardError"]

@@ -133,6 +133,23 @@ class INRFamily(ABC):
             raise ValueError(f"{self!r} has no shared parameters, got {sorted(shared)}")
         return self
 
+    def lipschitz_bound(self, params: Mapping[str, Tensor]) -> Tensor:
+        """A certified upper bound of each INR's Lipschitz constant w.r.t. its coordinates.
+
+        The Euclidean norm on the coordinates and on the value's channels, computed from the
+        parameters (never from samples; see [`inrnet.inr.smoothness`][inrnet.inr.smoothness]). A family
+        that can certify nothing returns ``inf`` (this default).
+
+        Args:
+            params: ``{name: Tensor[B, *shape]}`` stacked parameters.
+
+        Returns:
+            float64 Tensor[B].
+        """
+        b = self.check_params(params)
+        device = next(iter(params.values())).device
+        return torch.full((b,), math.inf, dtype=torch.float64, device=device)
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "config": self.config()}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -25,7 +26,10 @@ _NOT_RECORDED = ("device", "progress", "compile")
 
 
 def _record(value: Any) -> Any:
-    """A JSON-able record of a fit argument; tensors and INRs by their sha256."""
+    """A JSON-able record of a fit argument; tensors and INRs by their sha256, dataclass options
+    (``LiuRegularizer``, ``KLipschitz``) as ``{class name: fields}``."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {type(value).__name__: _record(dataclasses.asdict(value))}
     if isinstance(value, INRModule):
         value = value.as_batch()
     if isinstance(value, INRBatch):

@@ -145,9 +145,13 @@ class INRDataset(Dataset):
 
     @property
     def quality(self) -> dict[str, Tensor]:
-        """The stored fit quality of every INR, ``{key: Tensor[len]}`` (empty if none)."""
+        """The stored fit quality of every INR, ``{key: Tensor[len]}`` (empty if none).
+
+        Only the keys every shard holds: a build resumed with a newer inrnet (whose shards
+        also store ``lipschitz_bound``) keeps the older shards' keys.
+        """
         parts = [self._read(s, slice(None), prefix="quality.") for s in range(len(self.shards))]
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0] if all(k in p for p in parts)}
 
 
 def load_inrs(path: str | os.PathLike, *, verify: bool = True) -> tuple[INRBatch, Tensor]:

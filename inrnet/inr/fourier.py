@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from inrnet.inr.base import INRFamily, INRModule, batched_linear, linear_bound, register_family, uniform_init
+from inrnet.inr.smoothness import chain_bound, fourier_embedding_bound
 
 __all__ = ["FourierFamily", "FourierFeatures"]
 
@@ -100,6 +101,31 @@ class FourierFamily(INRFamily):
             h = h.relu() if h.requires_grad else h.relu_()
         last = self.depth - 1
         return batched_linear(h, params[f"weight{last}"], params[f"bias{last}"])  # (B, N, c)
+
+    def lipschitz_layers(self) -> list[tuple[str, float]]:
+        """The trainable linear layers as ``(weight name, factor)``: factor 1 (ReLU MLP)."""
+        return [(f"weight{i}", 1.0) for i in range(self.depth)]
+
+    def embedding_lipschitz(self, params: Mapping[str, Tensor]) -> Tensor:
+        """The exact constant of the (frozen) embedding, ``2 pi ||B||_2``: float64 Tensor[B].
+
+        Args:
+            params: ``{name: Tensor[B, *shape]}`` stacked parameters.
+        """
+        return fourier_embedding_bound(params["freq"])
+
+    def lipschitz_bound(self, params: Mapping[str, Tensor]) -> Tensor:
+        """``2 pi ||B||_2 * prod_i ||W_i||_2`` (ReLU is 1-Lipschitz).
+
+        Args:
+            params: ``{name: Tensor[B, *shape]}`` stacked parameters.
+
+        Returns:
+            float64 Tensor[B], a certified bound in the Euclidean norms (see
+            [`inrnet.inr.smoothness`][inrnet.inr.smoothness]).
+        """
+        self.check_params(params)
+        return self.embedding_lipschitz(params) * chain_bound(params, self.lipschitz_layers())
 
 
 class FourierFeatures(INRModule):

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from inrnet.inr.base import INRFamily, linear_bound, register_family, uniform_init
+from inrnet.inr.smoothness import chain_bound
 
 __all__ = ["FunctaFamily", "base_checksum"]
 
@@ -218,6 +219,30 @@ class FunctaFamily(INRFamily):
             h = h.sin() if h.requires_grad else h.sin_()
         last = self.depth - 1
         return F.linear(h, base[f"weight{last}"], base[f"bias{last}"])  # (B, N, c)
+
+    def lipschitz_bound(self, params: Mapping[str, Tensor]) -> Tensor:
+        """The base SIREN's bound ``prod_{i < depth - 1} (omega_i ||W_i||_2) * ||W_last||_2``, for every item.
+
+        A shift moves a sine layer's phase, not its slope, so every latent gives the same
+        bound (see [`inrnet.inr.smoothness`][inrnet.inr.smoothness]).
+
+        Args:
+            params: ``{"latent": Tensor[B, latent_dim]}``.
+
+        Returns:
+            float64 Tensor[B].
+
+        Raises:
+            ValueError: no base is bound.
+        """
+        b = self.check_params(params)
+        if not self._shared:
+            raise ValueError(f"{self!r} has no base weights bound: open its dataset with INRDataset (which reads "
+                             "shared.safetensors), or call family.with_shared(base)")
+        omegas = [self.first_omega_0] + [self.omega_0] * (self.depth - 2) + [1.0]
+        weights = {f"weight{i}": self._shared[f"weight{i}"].unsqueeze(0) for i in range(self.depth)}  # (1, out, in)
+        bound = chain_bound(weights, [(f"weight{i}", omega) for i, omega in enumerate(omegas)])  # (1,)
+        return bound.to(params["latent"].device).expand(b).clone()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from inrnet.inr.base import INRBatch, INRFamily, register_family
+from inrnet.inr.smoothness import image_lipschitz
 
 __all__ = ["PixelFamily", "PixelINR", "MODES"]
 
@@ -103,6 +104,24 @@ class PixelFamily(INRFamily):
             term = w.to(out_dtype).unsqueeze(-1) * _gather(table, flat).to(out_dtype)  # (B, N, C)
             out = term if out is None else out.add_(term)
         return out
+
+    def lipschitz_bound(self, params: Mapping[str, Tensor]) -> Tensor:
+        """Linear mode: the exact constant of the interpolation
+        ([`image_lipschitz`][inrnet.inr.smoothness.image_lipschitz]); nearest: ``inf`` (0 for a constant array).
+
+        Args:
+            params: ``{"values": Tensor[B, C, *shape]}``.
+
+        Returns:
+            float64 Tensor[B].
+        """
+        self.check_params(params)
+        values = params["values"].detach()  # (B, C, *shape)
+        if self.mode == "linear":
+            return image_lipschitz(values)
+        flat = values.flatten(1)  # (B, C P)
+        constant = (flat == flat[:, :1]).all(1)  # (B,)
+        return torch.where(constant, 0.0, math.inf).to(dtype=torch.float64, device=values.device)
 
 
 def _gather(table: Tensor, flat: Tensor) -> Tensor:

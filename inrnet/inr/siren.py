@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from inrnet.inr.base import INRFamily, INRModule, batched_linear, linear_bound, register_family, uniform_init
+from inrnet.inr.smoothness import chain_bound
 
 __all__ = ["SirenFamily", "Siren"]
 
@@ -91,6 +92,33 @@ class SirenFamily(INRFamily):
             h = h.sin() if h.requires_grad else h.sin_()
         last = self.depth - 1
         return batched_linear(h, params[f"weight{last}"], params[f"bias{last}"])  # (B, N, c)
+
+    def lipschitz_layers(self) -> list[tuple[str, float]]:
+        """The linear layers as ``(weight name, factor)``: ``omega`` of each sine layer, 1 for the last."""
+        omegas = [self.first_omega_0] + [self.omega_0] * (self.depth - 2) + [1.0]
+        return [(f"weight{i}", omega) for i, omega in enumerate(omegas)]
+
+    def embedding_lipschitz(self, params: Mapping[str, Tensor]) -> Tensor:
+        """1 for every INR (a SIREN has no fixed embedding): float64 Tensor[B].
+
+        Args:
+            params: ``{name: Tensor[B, *shape]}`` stacked parameters.
+        """
+        weight = params["weight0"]
+        return torch.ones(weight.shape[0], dtype=torch.float64, device=weight.device)
+
+    def lipschitz_bound(self, params: Mapping[str, Tensor]) -> Tensor:
+        """``prod_{i < depth - 1} (omega_i ||W_i||_2) * ||W_last||_2`` (sine is 1-Lipschitz).
+
+        Args:
+            params: ``{name: Tensor[B, *shape]}`` stacked parameters.
+
+        Returns:
+            float64 Tensor[B], a certified bound in the Euclidean norms (see
+            [`inrnet.inr.smoothness`][inrnet.inr.smoothness]).
+        """
+        self.check_params(params)
+        return chain_bound(params, self.lipschitz_layers())
 
 
 class Siren(INRModule):

@@ -6,7 +6,8 @@ One dataset is one directory::
                               complete, fit settings, and per finished shard: file,
                               start, count, bytes, sha256 (in order of start)
     shard-00000.safetensors   params.<name> [n, *shape], labels [n, ...],
-    shard-00001.safetensors   quality.<key> [n] (e.g. psnr_grid, psnr_offgrid)
+    shard-00001.safetensors   quality.<key> [n] (e.g. psnr_grid, psnr_offgrid,
+                              lipschitz_bound: the certified bound, float64)
     shared.safetensors        only for a family with shared parameters (functa's base
                               network): <name> [*shape], listed in the manifest as
                               "shared": {file, bytes, sha256}

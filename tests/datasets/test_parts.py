@@ -60,7 +60,7 @@ def test_parts_equal_one_run_and_merge(tmp_path):
     assert torch.equal(la, lb) and torch.equal(la, torch.arange(10) % 3)
     for k in a.params:  # the same seeds per chunk, however the work was split
         assert torch.equal(a.params[k], b.params[k])
-    assert set(merged.quality) == {"psnr_grid", "psnr_offgrid"}
+    assert set(merged.quality) == {"psnr_grid", "psnr_offgrid", "lipschitz_bound"}
 
 
 def test_read_items_from_unfinished_build(tmp_path):

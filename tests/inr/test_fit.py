@@ -24,7 +24,7 @@ def test_real_images_reach_measured_quality():
     images = _real_images()
     family = SirenFamily(2, 3, width=64, depth=3)
     inrs, quality = fit(images, family, steps=150, lr=1e-3, batch_size=4, progress=False)
-    assert len(inrs) == 4 and set(quality) == {"psnr_grid", "psnr_offgrid"}
+    assert len(inrs) == 4 and set(quality) == {"psnr_grid", "psnr_offgrid", "lipschitz_bound"}
     assert quality["psnr_grid"].min() >= 36.0, quality
     assert quality["psnr_offgrid"].min() >= 28.0, quality
     # the INRs output the family's range [-1, 1]: 2 * image - 1
