@@ -21,6 +21,17 @@ DRAM between the gather and the matmul. The chunk budget, `CHUNK_BYTES`, is per 
   once for 64 samples x 4096 points x 9 atoms x 256 channels. The value follows from
   these two bounds; it is not tuned by measurement.
 
+The backward pass has two ways through the same sums, chosen per call by their cost
+(`backward_side`):
+
+* ``"input"``: ``U = S^T dg`` (a gather of ``dg`` rows, ``O`` wide, one bag per input point
+  and atom), then ``df = U W^T`` and ``dW = f^T U``: GEMMs over the ``N`` input points;
+* ``"output"``: ``dW = Z^T dg`` with ``Z = S f`` gathered again (``C`` wide) and
+  ``df = S^T (dg W^T)``, the transformed gradient ``Y = dg W^T`` (``[B, M, A, C]``) scattered
+  onto the input points (one bag per input point over its ``(m, a)`` entries): GEMMs over
+  the ``M`` output points. A stride-2 layer in 2-d has ``M = N / 4``, so its GEMMs cost a
+  quarter; a first layer (``C = 1``, no ``df``) gathers ``C / O`` as much.
+
 Its private data, derived from the plan's public CSR arrays and cached on the plan: one
 sample's bags as the arrays themselves, and copies stacked over the batch (bag
 ``k * n_bags + r`` is bag ``r`` over the table rows of sample ``k``) while they take at
@@ -41,13 +52,22 @@ from torch.autograd.function import once_differentiable
 if TYPE_CHECKING:
     from inrnet.nn.gather import GatherPlan
 
-__all__ = ["embedding_bag_conv", "CHUNK_BYTES", "STACK_BYTES"]
+__all__ = ["embedding_bag_conv", "backward_side", "CHUNK_BYTES", "STACK_BYTES", "BACKWARD_SIDES",
+           "GATHER_COST"]
 
 CHUNK_BYTES = {"cpu": 2 << 20, "cuda": 64 << 20}
 """Bytes of ``Z`` (or of ``U``) per chunk, by device type (module docstring); other
 accelerators use the CUDA budget."""
 STACK_BYTES = 256 << 20
 """Largest batch-stacked copy of a plan's bags that is cached (beyond: shifted per chunk)."""
+BACKWARD_SIDES = ("auto", "input", "output")
+"""The backward pass's ways (module docstring); ``"auto"`` picks the cheaper by `backward_side`."""
+BACKWARD = "auto"
+"""The side every backward pass takes (one of `BACKWARD_SIDES`; tests force each)."""
+GATHER_COST = 4.0
+"""The cost of gathering one value (one entry of a bag, one channel) in multiply-adds of a GEMM,
+for `backward_side`'s model (``embedding_bag`` moves about 20 G values/s where a GEMM does about
+80 G multiply-adds/s on this project's 2-core CPU)."""
 
 
 @dataclass
@@ -85,6 +105,44 @@ class _Bags:
         nnz = self.index.numel()
         ptr = torch.cat([(self.ptr[:-1][None, :] + shift * nnz).reshape(-1), self.ptr.new_tensor([b * nnz])])
         return _Bags((self.index[None, :] + shift * self.stride).reshape(-1), ptr, self.value.repeat(b), 0)
+
+
+def _merged_bags(plan: GatherPlan) -> _Bags:
+    """``S^T`` with one bag per input point ``j`` over its ``(m, a)`` entries (table row ``m * A + a``
+    of a ``[M * A, C]`` table per sample): the scatter of the output-side backward."""
+    def build() -> _Bags:
+        a = plan.num_atoms
+        atom = torch.repeat_interleave(torch.arange(plan.num_in * a, device=plan.row.device) % a,
+                                       plan.colptr.diff())  # (nnz,) the atom of each entry of S^T
+        return _Bags(plan.row * a + atom, plan.colptr[::a].contiguous(), plan.value_t, plan.num_out * a)
+    return plan.cached(("embedding_bag", "merged"), build)
+
+
+def backward_side(plan: GatherPlan, c: int, o: int, groups: int, need_x: bool, need_w: bool) -> str:
+    """The cheaper way through the backward pass (module docstring), by a model of its cost.
+
+    Per sample, in GEMM multiply-adds (a gathered value costs `GATHER_COST`):
+    ``"input"``: gather ``nnz * O`` and GEMMs ``N A (C / g) O`` for each gradient asked for;
+    ``"output"``: gather ``nnz * C`` for ``dW`` (``Z``) and as much again for ``df`` (the
+    scatter), GEMMs ``M A (C / g) O`` each.
+
+    Args:
+        plan: the convolution's plan (``M``, ``N``, ``A``, ``nnz``).
+        c: input channels ``C``.
+        o: output channels ``O``.
+        groups: channel groups ``g``.
+        need_x: whether ``df`` is asked for.
+        need_w: whether ``dW`` is asked for.
+
+    Returns:
+        ``"input"`` or ``"output"`` (`BACKWARD` if it is not ``"auto"``).
+    """
+    if BACKWARD != "auto":
+        return BACKWARD
+    gemm = plan.num_atoms * (c // groups) * o * (int(need_x) + int(need_w))
+    cost_in = GATHER_COST * plan.nnz * o + plan.num_in * gemm
+    cost_out = GATHER_COST * plan.nnz * c * (int(need_x) + int(need_w)) + plan.num_out * gemm
+    return "output" if cost_out < cost_in else "input"
 
 
 def _plan_bags(plan: GatherPlan) -> tuple[_Bags, _Bags]:
@@ -146,6 +204,9 @@ class _AtomConv(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):
         x, atoms = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[:2]
+        if backward_side(ctx.plan, x.shape[2], atoms.shape[2], ctx.groups, need_x, need_w) == "output":
+            return _backward_output_side(x, atoms, grad, ctx.plan, ctx.groups, ctx.chunk_bytes, need_x, need_w)
         plan, groups = ctx.plan, ctx.groups
         b, n, c = x.shape
         a, cg, o = atoms.shape
@@ -154,7 +215,6 @@ class _AtomConv(torch.autograd.Function):
         table = grad.contiguous().view(b * plan.num_out, o)
         xf = x.reshape(b * n, c)
         w_t = atoms.view(a, cg, groups, og).permute(2, 0, 3, 1).reshape(groups, a * og, cg)  # (g, A*Og, Cg)
-        need_x, need_w = ctx.needs_input_grad[:2]
         grad_x = torch.empty_like(xf) if need_x else None
         grad_w = atoms.new_zeros(groups, cg, a * og) if need_w else None
         step = _chunk_rows(a * o * x.element_size(), x.device, ctx.chunk_bytes)
@@ -172,6 +232,61 @@ class _AtomConv(torch.autograd.Function):
         if need_w:  # (g, Cg, A, Og) -> (A, Cg, g * Og)
             grad_w = grad_w.view(groups, cg, a, og).permute(2, 1, 0, 3).reshape(a, cg, o)
         return (grad_x.view(b, n, c) if need_x else None), grad_w, None, None, None
+
+
+def _backward_output_side(x: Tensor, atoms: Tensor, grad: Tensor, plan: GatherPlan, groups: int,
+                          chunk_bytes: int | None, need_x: bool, need_w: bool):
+    """The output-side backward (module docstring): ``dW = Z^T dg`` over chunks of output rows,
+    ``df = S^T (dg W^T)`` over chunks of samples.
+
+    Args:
+        x: Tensor[B, N, C], the forward's input.
+        atoms: Tensor[A, C / g, O].
+        grad: Tensor[B, M, O], the output's gradient.
+        plan: the plan of ``S``.
+        groups: channel groups ``g``.
+        chunk_bytes: the scratch budget (None: `CHUNK_BYTES` of the device).
+        need_x: compute ``df``.
+        need_w: compute ``dW``.
+
+    Returns:
+        ``(df Tensor[B, N, C] or None, dW Tensor[A, C / g, O] or None, None, None, None)``.
+    """
+    b, n, c = x.shape
+    a, cg, o = atoms.shape
+    m, og = plan.num_out, o // groups
+    dg = grad.contiguous().view(b * m, o)
+    grad_w = grad_x = None
+    if need_w:
+        gather, _ = _batch_bags(plan, b)
+        table = x.reshape(b * n, c)
+        acc = atoms.new_zeros(groups, a * cg, og)  # (g, A*Cg, Og)
+        step = _chunk_rows(a * c * x.element_size(), x.device, chunk_bytes)
+        for r0 in range(0, b * m, step):
+            r1 = min(r0 + step, b * m)
+            z = _bag_sum(table, gather, r0 * a, r1 * a).view(r1 - r0, a * c)  # (r, A*C)
+            if groups == 1:
+                acc[0].addmm_(z.t(), dg[r0:r1])
+            else:
+                acc.baddbmm_(_by_group(z, groups, a).transpose(1, 2),  # (g, A*Cg, r)
+                             dg[r0:r1].view(r1 - r0, groups, og).transpose(0, 1))  # (g, r, Og)
+        grad_w = acc.view(groups, a, cg, og).permute(1, 2, 0, 3).reshape(a, cg, o)  # (A, Cg, O)
+    if need_x:
+        merged = _merged_bags(plan)
+        w_t = atoms.view(a, cg, groups, og).permute(2, 3, 0, 1)  # (g, Og, A, Cg)
+        grad_x = x.new_empty(b, n, c)
+        samples = max(1, _chunk_rows(m * a * c * x.element_size(), x.device, chunk_bytes))
+        for k0 in range(0, b, samples):
+            k1 = min(k0 + samples, b)
+            d = dg[k0 * m:k1 * m].view(-1, groups, og)  # (r, g, Og)
+            if groups == 1:
+                y = torch.mm(d[:, 0], w_t[0].reshape(og, a * cg))  # (r, A*C)
+            else:
+                y = torch.bmm(d.transpose(0, 1), w_t.reshape(groups, og, a * cg))  # (g, r, A*Cg)
+                y = y.view(groups, -1, a, cg).permute(1, 2, 0, 3).reshape(-1, a * c)  # (r, A*C), channels g-major
+            # (r * A, C): row (b, m, a); the chunk's samples are samples 0.. of its bags
+            grad_x[k0:k1] = _bag_sum(y.view(-1, c), merged, 0, (k1 - k0) * n).view(k1 - k0, n, c)
+    return grad_x, grad_w, None, None, None
 
 
 def embedding_bag_conv(values: Tensor, plan: GatherPlan, atoms: Tensor, groups: int,

@@ -56,6 +56,13 @@ def bags_mode(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["input", "output"])
+def side(request, monkeypatch):
+    """Both ways through the backward pass, forced (``"auto"`` picks one by its cost model)."""
+    monkeypatch.setattr(_embedding_bag, "BACKWARD", request.param)
+    return request.param
+
+
 @pytest.fixture
 def registry(monkeypatch):
     """A copy of the backend registry for the test to register into, restored after."""
@@ -91,21 +98,22 @@ def _assert_matches_reference(layer, field, queries, out, tol=1e-12):
 
 @pytest.mark.parametrize("groups", [1, 2])
 @pytest.mark.parametrize("chunk_bytes", [1, 500, 4000, None])
-def test_matches_per_pair_reference_in_every_chunking(groups, chunk_bytes, bags_mode):
-    layer, field, queries, plan = _setup(groups, stride=2 if groups == 2 else 1)
+@pytest.mark.parametrize("stride", [1, 2])
+def test_matches_per_pair_reference_in_every_chunking(groups, chunk_bytes, stride, bags_mode, side):
+    layer, field, queries, plan = _setup(groups, stride=stride)
     atoms = layer.atoms()
     out = atom_conv(field.values, plan, atoms, groups, chunk_bytes=chunk_bytes)
     _assert_matches_reference(layer, field, queries, out)
 
 
-def test_gradcheck_small_chunks_groups(bags_mode):
+def test_gradcheck_small_chunks_groups(bags_mode, side):
     layer, field, _, plan = _setup(2, c_in=4, c_out=4, n=20)
     atoms = layer.atoms().detach().requires_grad_()
     x = field.values.detach().requires_grad_()
     assert torch.autograd.gradcheck(lambda x, w: atom_conv(x, plan, w, 2, chunk_bytes=200), (x, atoms))
 
 
-def test_only_the_gradients_asked_for():
+def test_only_the_gradients_asked_for(side):
     layer, field, _, plan = _setup(1)
     frozen = layer.atoms().detach()
     out = atom_conv(field.values, plan, frozen)
@@ -237,3 +245,29 @@ def test_a_backend_for_another_device_is_refused(registry):
     assert list_backends("cpu") == ["embedding_bag"]
     with pytest.raises(ValueError, match="'cuda_only' does not run on cpu.*'embedding_bag'"):
         atom_conv(field.values, plan, layer.atoms(), backend="cuda_only")
+
+
+def test_backward_side_takes_the_cheaper_way():
+    """Stride 2 (a quarter of the outputs): the output side; stride 1 with as many channels in as
+    out: the input side (the same GEMMs, half the gathering); a one-channel first layer whose
+    input needs no gradient: the output side (it gathers one value where the input side gathers 6)."""
+    _, _, _, strided = _setup(1, c_in=6, c_out=6, n=200, stride=2)
+    _, _, _, same = _setup(1, c_in=6, c_out=6, n=200)
+    _, _, _, first = _setup(1, c_in=1, c_out=6, n=200)
+    assert _embedding_bag.backward_side(strided, 6, 6, 1, True, True) == "output"
+    assert _embedding_bag.backward_side(same, 6, 6, 1, True, True) == "input"
+    assert _embedding_bag.backward_side(first, 1, 6, 1, False, True) == "output"
+
+
+def test_merged_bags_are_the_transpose_summed_over_atoms():
+    """The output side's scatter: bag ``j`` sums ``S[(m, a), j] * table[m * A + a]``."""
+    _, _, _, plan = _setup(1, stride=2)
+    merged = _embedding_bag._merged_bags(plan)
+    m, a, n = plan.num_out, plan.num_atoms, plan.num_in
+    dense = torch.zeros(m * a, n, dtype=D64)
+    rows = torch.repeat_interleave(torch.arange(m * a), plan.rowptr.diff())
+    dense[rows, plan.col] = plan.value.to(D64)
+    table = torch.randn(m * a, 3, dtype=D64)
+    got = torch.nn.functional.embedding_bag(merged.index, table, merged.ptr, mode="sum",
+                                            per_sample_weights=merged.value.to(D64), include_last_offset=True)
+    torch.testing.assert_close(got, dense.t() @ table)

@@ -1,0 +1,111 @@
+"""A whole training step of the registered INR-Nets against their CNN twins (issue 17, item 1).
+
+One AdamW step of cross-entropy on a batch of 64: ``inrnet4`` / ``inrnet2`` on 784 fresh
+scrambled Sobol points per step (the geometry, neighbours and gather plans, built inside the
+step, as in training) against ``cnn4`` / ``cnn2`` on 28 x 28 images; also the INR-Net with
+the convolutions' backward pass forced to each side (``inrnet.nn._embedding_bag.BACKWARD``:
+``"input"`` was the only way before the output side existed, ``"auto"`` is the default).
+Rounds are interleaved (every variant once per round) in one process and the median is
+reported, so that the ratios see the same machine load. Each thread count runs in its own
+subprocess (``torch.set_num_threads`` before any work).
+
+Usage: python benchmarks/bench_step.py [--threads 1 2] [--rounds 12] [--batch 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from inrnet import Field, PointSet
+from inrnet.models import create_model
+from inrnet.nn import _embedding_bag
+from inrnet.sampling import sobol
+
+PAIRS = (("inrnet4", "cnn4"), ("inrnet2", "cnn2"))
+SIDES = ("auto", "input")
+
+
+def _steps(batch: int):
+    """``{name: step()}`` for every model and backward side, each with its own AdamW."""
+    torch.manual_seed(0)
+    labels = torch.randint(0, 10, (batch,))
+    images = torch.randn(batch, 1, 28, 28)
+    seed = [0]
+    steps = {}
+    for inr_name, cnn_name in PAIRS:
+        inet = create_model(inr_name, in_channels=1, num_classes=10)
+        cnn = create_model(cnn_name, in_channels=1, num_classes=10)
+        opt_i, opt_c = torch.optim.AdamW(inet.parameters()), torch.optim.AdamW(cnn.parameters())
+
+        def inr_step(side, inet=inet, opt=opt_i):
+            _embedding_bag.BACKWARD = side
+            seed[0] += 1
+            field = Field(torch.randn(batch, 784, 1), PointSet(sobol(784, 2, seed=seed[0])))  # fresh points
+            loss = F.cross_entropy(inet(field), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        def cnn_step(cnn=cnn, opt=opt_c):
+            loss = F.cross_entropy(cnn(images), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        for side in SIDES:
+            steps[f"{inr_name} ({side})"] = lambda side=side, f=inr_step: f(side)
+        steps[cnn_name] = cnn_step
+    return steps
+
+
+def run(threads: int, rounds: int, batch: int) -> dict:
+    torch.set_num_threads(threads)
+    steps = _steps(batch)
+    for step in steps.values():  # warm-up: first-call allocations and caches
+        for _ in range(2):
+            step()
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            t = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t)
+    _embedding_bag.BACKWARD = "auto"
+    return {name: float(np.median(ts)) for name, ts in times.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker is not None:
+        print(json.dumps(run(args.worker, args.rounds, args.batch)))
+        return
+    print(f"torch {torch.__version__}, batch {args.batch}, 784 fresh Sobol points per INR-Net step, "
+          f"{args.rounds} interleaved rounds, median\n")
+    print("| step | threads | ms | / CNN twin |")
+    print("|---|---:|---:|---:|")
+    for threads in args.threads:
+        out = subprocess.run([sys.executable, __file__, "--worker", str(threads), "--rounds", str(args.rounds),
+                              "--batch", str(args.batch)], capture_output=True, text=True, check=True)
+        med = json.loads(out.stdout.strip().splitlines()[-1])
+        for inr_name, cnn_name in PAIRS:
+            for side in SIDES:
+                name = f"{inr_name} ({side})"
+                print(f"| `{name}` | {threads} | {1e3 * med[name]:.1f} | {med[name] / med[cnn_name]:.2f}x |")
+            print(f"| `{cnn_name}` | {threads} | {1e3 * med[cnn_name]:.1f} | 1.00x |")
+
+
+if __name__ == "__main__":
+    main()
