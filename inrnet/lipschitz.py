@@ -33,7 +33,10 @@ the true constant:
   and outputs, translation-invariant blocks: then the map is a restriction of a block
   circulant); ``"gram"``, the Schur (Collatz-Wielandt) bound of the block norms of
   ``Y^T Y`` (or ``Y Y^T``), square-rooted; ``"schur"``, the Schur bound of the block norms
-  of ``Y``. In L-infinity the factor is exact: the largest absolute row sum.
+  of ``Y``; ``"atoms"`` (convs with atoms), the Schur test on the atoms' norms,
+  [`atom_schur_bound`][inrnet.models.inr_nets.atom_schur_bound] (what a
+  [`LipschitzConv`][inrnet.models.inr_nets.LipschitzConv] normalises, its scale included).
+  In L-infinity the factor is exact: the largest absolute row sum.
 * frozen batch norm alone: ``max_c |gamma_c| / sqrt(var_c + eps)`` (exact).
 * ReLU, ReLU6, Hardtanh, Tanh, Identity, eval Dropout: 1; LeakyReLU ``max(1, |slope|)``;
   Sigmoid 1/4 (exact).
@@ -49,7 +52,8 @@ the true constant:
 * ``Downsample`` / ``Upsample``: ``sqrt`` of the largest ratio of output measure landing
   on an input point to its weight (exact); 1 in L-infinity.
 * ``nn.Linear`` and [`ChannelMixing`][inrnet.nn.pointwise.ChannelMixing]: the exact spectral norm
-  (``torch.linalg.matrix_norm(ord=2)`` in float64), or the largest absolute row sum.
+  (``torch.linalg.matrix_norm(ord=2)`` in float64), or the largest absolute row sum (of the
+  normalised weight for a [`LipschitzLinear`][inrnet.models.inr_nets.LipschitzLinear]).
 * a residual block ``x + F(x)``: ``1 + L(F)``.
 
 Any other module raises ``TypeError`` naming it. Supported models: [`INRNetClassifier`][inrnet.models.inr_nets.INRNetClassifier]
@@ -58,6 +62,15 @@ Any other module raises ``TypeError`` naming it. Supported models: [`INRNetClass
 the field and bounded the same way), ``nn.Sequential`` chains of the layers above, and
 single layers. [`adversarial_ratio`][inrnet.lipschitz.adversarial_ratio] gives the matching lower estimate
 (gradient ascent on the perturbation).
+
+From a bound to certificates about INRs:
+[`certified_radius`][inrnet.lipschitz.certified_radius] turns logits and ``L`` into the
+radius within which no input can change the predicted class,
+[`certified_accuracy`][inrnet.lipschitz.certified_accuracy] the fraction of items correct and
+certified at each radius, and [`field_distance`][inrnet.lipschitz.field_distance] measures
+two fields (two INRs sampled on the same points, say a SIREN and a Fourier-feature INR of
+one image) in the bound's input norm, so that ``distance < radius`` certifies that the
+prediction survives replacing one by the other.
 """
 
 from __future__ import annotations
@@ -71,7 +84,8 @@ import torch
 from torch import Tensor, nn
 
 from inrnet.field import Field, PointSet
-from inrnet.models.inr_nets import INRNetClassifier, _ConvBlock, _Residual
+from inrnet.models.inr_nets import (INRNetClassifier, LipschitzConv, LipschitzLinear, _ConvBlock, _Residual,
+                                    atom_schur_bound)
 from inrnet.neighbors import neighbors
 from inrnet.nn.conv import ContinuousConv
 from inrnet.nn.geometry import as_tuple, output_points, window_support
@@ -80,7 +94,8 @@ from inrnet.nn.pointwise import ChannelMixing, Pointwise
 from inrnet.nn.pool import AvgPool, GlobalAvgPool, MaxPool
 from inrnet.nn.resample import Downsample, Upsample, nearest_index
 
-__all__ = ["NORMS", "LayerBound", "LipschitzBound", "lipschitz_bound", "conv_matrix", "adversarial_ratio"]
+__all__ = ["NORMS", "LayerBound", "LipschitzBound", "lipschitz_bound", "conv_matrix", "adversarial_ratio",
+           "certified_radius", "certified_accuracy", "field_distance"]
 
 NORMS = ("l2", "linf")
 """The pairs of norms a bound is certified in (see the module docstring)."""
@@ -113,7 +128,7 @@ class LayerBound:
         kind: the module's type.
         factor: its Lipschitz constant bound in the norms of its input and output.
         method: which bound gave ``factor`` (``"exact"``, ``"fft"``, ``"gram"``,
-            ``"schur"``, ``"closed-form"``, ``"residual"``).
+            ``"schur"``, ``"atoms"``, ``"closed-form"``, ``"residual"``).
         candidates: every bound computed for the stage, ``method -> value`` (``factor`` is the least).
         parts: for a residual block, the stages of its inner branch (``factor = 1 + prod``).
     """
@@ -348,11 +363,11 @@ def _fft_bound(op: _BlockOp, y: Tensor, points: PointSet, queries: PointSet) -> 
 
 
 def _l2_factor(op: _BlockOp, iters: int, exact_max: int, points: PointSet | None = None,
-               queries: PointSet | None = None) -> tuple[float, str, dict]:
-    """The least of the L2 bounds that apply to ``op`` (module docstring)."""
+               queries: PointSet | None = None, extra: dict | None = None) -> tuple[float, str, dict]:
+    """The least of the L2 bounds that apply to ``op`` (module docstring), ``extra`` ones included."""
     y = op.weighted()  # (U, C_out, C_in)
     co, ci = y.shape[1:]
-    found: dict[str, float] = {}
+    found: dict[str, float] = dict(extra or {})
     if op.n_rows * co * op.n_cols * ci <= exact_max:
         found["exact"] = float(torch.linalg.matrix_norm(op.dense(), ord=2)) if op.rows.numel() else 0.0
     if points is not None and queries is not None:
@@ -487,7 +502,7 @@ def _chain(items, state: _State, ctx: dict) -> tuple[_State, list[LayerBound]]:
     while i < len(items):
         name, module, query = items[i]
         nxt = items[i + 1] if i + 1 < len(items) else None
-        if isinstance(module, ContinuousConv):
+        if isinstance(module, (ContinuousConv, LipschitzConv)):
             scale, names = None, name
             if nxt is not None and isinstance(nxt[1], BatchNorm):
                 scale, names = _bn_scale(nxt[1], nxt[0]), f"{name}+{nxt[0]}"
@@ -509,19 +524,29 @@ def _chain(items, state: _State, ctx: dict) -> tuple[_State, list[LayerBound]]:
     return state, stages
 
 
-def _conv_stage(name: str, conv: ContinuousConv, state: _State, query, scale, ctx) -> tuple[_State, LayerBound]:
+def _conv_stage(name: str, conv: nn.Module, state: _State, query, scale, ctx) -> tuple[_State, LayerBound]:
     points = _need_field(state, name, conv)
     if state.channels != conv.in_channels:
         raise ValueError(f"{name} expects {conv.in_channels} channels, the stages before it give {state.channels}")
     queries = conv.output_points(points) if query is None else query
+    kind = type(conv).__name__ + ("+BatchNorm" if scale is not None else "")
+    if isinstance(conv, LipschitzConv):  # s * conv: the scale it computes on these points, before a BN's
+        s = conv.scale(points, queries).double()
+        scale = s.expand(conv.out_channels) if scale is None else scale * s
+        kind = f"LipschitzConv({type(conv.conv).__name__})" + kind[len("LipschitzConv"):]
+        conv = conv.conv
     op = _conv_op(conv, points, queries)
     if scale is not None:
         op.blocks = op.blocks * scale[None, :, None]
     if ctx["norm"] == "l2":
-        factor, method, found = _l2_factor(op, ctx["iters"], ctx["exact_max"], points, queries)
+        extra = {}
+        if conv.has_atoms:
+            atoms = conv.atoms().double()  # (A, C_in / g, C_out)
+            extra["atoms"] = float(atom_schur_bound(conv, points, queries,
+                                                    atoms if scale is None else atoms * scale[None, None, :]))
+        factor, method, found = _l2_factor(op, ctx["iters"], ctx["exact_max"], points, queries, extra)
     else:
         factor, method, found = _linf_factor(op)
-    kind = type(conv).__name__ + ("+BatchNorm" if scale is not None else "")
     return _State(queries, conv.out_channels), LayerBound(name, kind, factor, method, found)
 
 
@@ -546,7 +571,7 @@ def _simple_stage(name: str, module: nn.Module, state: _State, ctx) -> tuple[_St
     if isinstance(module, nn.Linear):
         if state.points is not None:
             raise TypeError(f"{name} (nn.Linear) applied to a Field is not supported; use ChannelMixing")
-        w = module.weight.double()
+        w = (module.normalized_weight() if isinstance(module, LipschitzLinear) else module.weight).double()
         value = float(torch.linalg.matrix_norm(w, ord=2) if norm == "l2" else w.abs().sum(1).max())
         return _State(None, module.out_features), _stage(name, kind, value * (1 + SAFETY), "exact")
     if isinstance(module, nn.Flatten) and state.points is None:
@@ -669,6 +694,129 @@ def lipschitz_bound(model: nn.Module, points: PointSet, norm: str = "l2", *, in_
     _, stages = _chain(items, _State(points64, channels), ctx)
     total = math.prod(s.factor for s in stages)
     return LipschitzBound(float(total), norm, tuple(stages), points.n)
+
+
+# --- certificates ------------------------------------------------------------------------
+
+def _bound_value(bound: float | LipschitzBound, norm: str) -> float:
+    """``L`` as a float, checked against ``norm``."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    if isinstance(bound, LipschitzBound):
+        if bound.norm != norm:
+            raise ValueError(f"the bound is certified in norm={bound.norm!r}, not norm={norm!r}")
+        bound = bound.total
+    value = float(bound)
+    if not value >= 0:
+        raise ValueError(f"a Lipschitz bound is a non-negative number, got {value!r}")
+    return value
+
+
+def certified_radius(logits: Tensor, bound: float | LipschitzBound, norm: str = "l2") -> Tensor:
+    """The radius around each input within which no input changes the predicted class.
+
+    With ``m`` the margin between the top logit ``T_y`` and the runner-up and ``L`` the
+    bound (``||T(f) - T(g)|| <= L ||f - g||`` in the norms of ``norm``, see the module
+    docstring), every ``g`` with ``||f - g|| < r`` gets the class of ``f``, for
+
+    * ``"l2"`` (Euclidean logits), ``r = m / (sqrt(2) L)``. Proof: for every ``k != y``,
+      ``(T_y - T_k)(g) >= (T_y - T_k)(f) - ||e_y - e_k||_2 ||T(g) - T(f)||_2 >= m - sqrt(2) L ||f - g|| > 0``.
+    * ``"linf"`` (max-norm logits), ``r = m / (2 L)``. Proof: for every ``k != y``,
+      ``(T_y - T_k)(g) >= m - |T_y(g) - T_y(f)| - |T_k(g) - T_k(f)| >= m - 2 L ||f - g||_inf > 0``.
+
+    The bound holds for the model's exact-arithmetic map (see
+    [`lipschitz_bound`][inrnet.lipschitz.lipschitz_bound]), so the radius certifies that map;
+    float32 logits carry rounding of about ``1e-7`` of their size.
+
+    Args:
+        logits: Tensor[B, K] of ``f``, ``K >= 2``.
+        bound: ``L``: a [`LipschitzBound`][inrnet.lipschitz.LipschitzBound] (its norm must
+            be ``norm``) or a number.
+        norm: ``"l2"`` or ``"linf"``, the norms ``bound`` holds in.
+
+    Returns:
+        Tensor[B], ``r >= 0`` in the input norm of ``norm`` (``inf`` where ``L = 0``).
+
+    Raises:
+        ValueError: an unknown norm, a bound of another norm or a negative one, or logits
+            that are not ``[B, K]`` with ``K >= 2``.
+    """
+    value = _bound_value(bound, norm)
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(f"logits must be Tensor[B, K] with K >= 2 classes, got shape {tuple(logits.shape)}")
+    top2 = logits.detach().topk(2, dim=1).values  # (B, 2)
+    margin = top2[:, 0] - top2[:, 1]  # (B,)
+    factor = (math.sqrt(2.0) if norm == "l2" else 2.0) * value
+    if factor == 0:
+        return torch.full_like(margin, math.inf)
+    return margin / factor
+
+
+def certified_accuracy(radii: Tensor, correct: Tensor, eps: Tensor | float) -> Tensor:
+    """The certified accuracy curve: per ``eps``, the fraction of items predicted correctly *and*
+    with radius ``>= eps`` (every input within ``eps`` of the item gets its class).
+
+    Non-increasing in ``eps``; at ``eps = 0`` the clean accuracy (radii are never negative).
+
+    Args:
+        radii: Tensor[B], from [`certified_radius`][inrnet.lipschitz.certified_radius].
+        correct: bool Tensor[B], whether each item's prediction is its label.
+        eps: Tensor[E] of radii (or one number).
+
+    Returns:
+        Tensor[E] (a 0-d Tensor for a number), fractions in ``[0, 1]``.
+
+    Raises:
+        ValueError: ``radii`` and ``correct`` of other shapes than one Tensor[B] (B >= 1).
+    """
+    radii, correct = radii.detach(), torch.as_tensor(correct).to(torch.bool)
+    if radii.dim() != 1 or correct.shape != radii.shape or radii.numel() == 0:
+        raise ValueError(f"radii and correct must both be Tensor[B] with B >= 1, got {tuple(radii.shape)} and "
+                         f"{tuple(correct.shape)}")
+    e = torch.as_tensor(eps, dtype=radii.dtype, device=radii.device)
+    ok = correct[None, :] & (radii[None, :] >= e.reshape(-1, 1))  # (E, B)
+    return ok.to(radii.dtype).mean(1).reshape(e.shape)
+
+
+def field_distance(f: Field | Tensor, g: Field | Tensor, points: PointSet | None = None, norm: str = "l2") -> Tensor:
+    """The distance of two fields on the same points, per item, in the input norm of ``norm``.
+
+    ``"l2"``: ``sqrt(sum_j w_j |f(x_j) - g(x_j)|^2)`` with the quadrature weights
+    ``w = points.weights`` (``|.|`` Euclidean over channels), the L2 distance of two INRs over the
+    domain as the points estimate it; ``"linf"``: ``max_{j, c} |f_c(x_j) - g_c(x_j)|``. These are the
+    input norms of [`lipschitz_bound`][inrnet.lipschitz.lipschitz_bound], so
+    ``||T(f) - T(g)|| <= L * field_distance(f, g)`` and ``field_distance(f, g) < certified_radius(T(f), L)``
+    certifies that ``g`` gets the class of ``f``. Compare fields in the convention the model
+    sees (values after the mapping applied before the model).
+
+    Args:
+        f: a Field, or values Tensor[B, N, C].
+        g: the same for the other field (same points; ``B`` may be 1 to broadcast).
+        points: the N points (default: the points of the Field among ``f`` and ``g``).
+        norm: ``"l2"`` or ``"linf"``.
+
+    Returns:
+        Tensor[B].
+
+    Raises:
+        ValueError: an unknown norm, no points, Fields on other points, or mismatched shapes.
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    given = [x.points for x in (f, g) if isinstance(x, Field)]
+    if points is None:
+        if not given:
+            raise ValueError("pass points=: neither f nor g is a Field")
+        points = given[0]
+    for p in given:
+        if p is not points and (p.n != points.n or not torch.equal(p.coords, points.coords.to(p.coords))):
+            raise ValueError("f and g must be sampled on the same points")
+    a = f.values if isinstance(f, Field) else f
+    b = g.values if isinstance(g, Field) else g
+    if a.dim() != 3 or b.dim() != 3 or a.shape[1:] != b.shape[1:] or a.shape[1] != points.n:
+        raise ValueError(f"values must be Tensor[B, N, C] on the {points.n} points, got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    return _in_norm(a - b, points, norm)
 
 
 # --- lower estimates ---------------------------------------------------------------------

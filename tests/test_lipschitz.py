@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from inrnet import Field, PointSet
-from inrnet.lipschitz import adversarial_ratio, conv_matrix, lipschitz_bound
+from inrnet.lipschitz import (adversarial_ratio, certified_accuracy, certified_radius, conv_matrix, field_distance,
+                              lipschitz_bound)
 from inrnet.models import INRNetClassifier, INRNetSegmenter
 from inrnet.neighbors import Support
 from inrnet.nn import (AvgPool, BatchNorm, BSplineConv, ChannelMixing, Downsample, GlobalAvgPool, InstanceNorm,
@@ -269,3 +270,162 @@ def test_float32_model_and_points_give_the_float64_bound():
     b64 = lipschitz_bound(model, points).total
     b32 = lipschitz_bound(model.float(), PointSet(sobol(128, 2, seed=0))).total
     assert b32 == pytest.approx(b64, rel=1e-5)
+
+
+# --- certificates: radius, certified accuracy, distances ---------------------------------------------------
+
+def _linear_head(weight: torch.Tensor) -> nn.Sequential:
+    """GlobalAvgPool -> Linear with the given weight Tensor[K, C]: a linear classifier of fields."""
+    k, c = weight.shape
+    head = nn.Sequential(GlobalAvgPool(), nn.Linear(c, k)).double().eval()
+    with torch.no_grad():
+        head[1].weight.copy_(weight)
+        head[1].bias.copy_(torch.linspace(-0.3, 0.4, k, dtype=F64))
+    return head.requires_grad_(False)
+
+
+def _norm_of(d: torch.Tensor, points: PointSet, norm: str) -> torch.Tensor:
+    """Per-item input norm of perturbations Tensor[B, N, C] (written out, not the library's)."""
+    if norm == "linf":
+        return d.abs().flatten(1).amax(1)
+    return (d.square().sum(-1) * points.weights).sum(1).sqrt()
+
+
+def _pgd_flips(model: nn.Module, f: torch.Tensor, points: PointSet, radius: torch.Tensor, norm: str,
+               steps: int = 40) -> torch.Tensor:
+    """Projected gradient ascent on (best other logit - predicted logit) within ``||d|| <= radius`` per
+    item (steepest ascent in the weighted geometry); bool Tensor[B]: some iterate changed the class."""
+    with torch.no_grad():
+        y = model(Field(f, points)).argmax(1)
+    r = radius.view(-1, 1, 1)
+    d = torch.zeros_like(f)
+    flipped = torch.zeros(f.shape[0], dtype=torch.bool)
+    for _ in range(steps):
+        d.requires_grad_(True)
+        z = model(Field(f + d, points))
+        flipped |= z.argmax(1) != y
+        other = z.masked_fill(torch.nn.functional.one_hot(y, z.shape[1]).bool(), -math.inf).amax(1)
+        (grad,) = torch.autograd.grad((other - z.gather(1, y[:, None])[:, 0]).sum(), d)
+        with torch.no_grad():
+            if norm == "l2":
+                u = grad / points.weights.view(1, -1, 1)  # the gradient in the weighted inner product
+                d = d + 0.25 * r * u / _norm_of(u, points, norm).clamp_min(1e-300).view(-1, 1, 1)
+                d = d * (r / _norm_of(d, points, norm).clamp_min(1e-300).view(-1, 1, 1)).clamp_max(1.0)
+            else:
+                d = (d + 0.25 * r * grad.sign()).clamp(-r, r)
+    with torch.no_grad():
+        flipped |= model(Field(f + d, points)).argmax(1) != y
+    return flipped
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_certified_radius_is_the_distance_to_the_decision_boundary_of_a_linear_model(norm):
+    """For z = c [u; -u] mean(f) + b the certificate is tight in both norms: a constant perturbation
+    just beyond the radius flips the class, one just inside does not (also against the attack)."""
+    points = _sobol(64, seed=3)
+    u = torch.tensor([0.6, -0.8, 0.5], dtype=F64)
+    c = 2.5
+    head = _linear_head(c * torch.stack([u, -u]))
+    bound = lipschitz_bound(head, points, norm, in_channels=3)
+    exact_l = c * (math.sqrt(2) * float(u.norm()) / 2 if norm == "l2" else float(u.abs().sum()))
+    assert bound.total == pytest.approx(exact_l, rel=1e-8)
+    f = torch.rand(5, 64, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
+    z = head(Field(f, points))
+    y = z.argmax(1)
+    radius = certified_radius(z, bound, norm)
+    margin = (z[:, 0] - z[:, 1]).abs()
+    # (z_k - z_y)(f + d) = (z_k - z_y)(f) + 2 c (+-u) . mean(d): the smallest d that reaches the boundary
+    analytic = margin / (2 * c * float(u.norm()) / 2) if norm == "l2" else margin / (2 * c * float(u.abs().sum()))
+    torch.testing.assert_close(radius, analytic, rtol=1e-8, atol=0)
+    toward = torch.where(y == 0, -1.0, 1.0).view(-1, 1, 1) * u  # (B, 1, C): raises the other logit
+    direction = toward / toward.norm(dim=-1, keepdim=True) if norm == "l2" else toward.sign()
+    unit = direction.expand(-1, 64, -1) / _norm_of(direction.expand(-1, 64, -1), points, norm).view(-1, 1, 1)
+    with torch.no_grad():
+        inside = head(Field(f + unit * (radius * (1 - 1e-6)).view(-1, 1, 1), points)).argmax(1)
+        beyond = head(Field(f + unit * (radius * (1 + 1e-6)).view(-1, 1, 1), points)).argmax(1)
+    assert torch.equal(inside, y) and bool((beyond != y).all())
+    assert not bool(_pgd_flips(head, f, points, radius * (1 - 1e-6), norm).any())
+    assert bool(_pgd_flips(head, f, points, radius * 1.01, norm).all())  # the attack reaches the boundary
+
+
+def test_certified_radius_is_exact_for_orthonormal_rows_with_three_classes():
+    """W = c Q (orthonormal rows): ||W_k - W_y|| = sqrt(2) ||W||, so margin / (sqrt(2) L) is the exact
+    L2 distance min_k (z_y - z_k) / ||W_k - W_y|| * sqrt(sum w) to the decision boundary."""
+    q, _ = torch.linalg.qr(torch.randn(4, 4, dtype=F64, generator=torch.Generator().manual_seed(1)))
+    c = 3.0
+    head = _linear_head(c * q[:3])
+    points = _sobol(128, seed=4)
+    bound = lipschitz_bound(head, points, in_channels=4)
+    assert bound.total == pytest.approx(c / 2, rel=1e-8)
+    z = head(Field(torch.rand(6, 128, 4, dtype=F64, generator=torch.Generator().manual_seed(2)), points))
+    y = z.argmax(1)
+    gaps = (z.gather(1, y[:, None]) - z).masked_fill(torch.nn.functional.one_hot(y, 3).bool(), math.inf)  # (B, K)
+    analytic = (gaps / (c * math.sqrt(2))).amin(1) * 2.0  # * sqrt(sum w) = 2: the mean's norm is ||d|| / 2
+    torch.testing.assert_close(certified_radius(z, bound), analytic, rtol=1e-8, atol=0)
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_no_perturbation_within_the_radius_changes_the_class(norm):
+    """A small INR-Net with frozen non-trivial batch norms: random perturbations of exactly the
+    radius, and a gradient attack within it, never change the predicted class."""
+    points = _sobol(128, seed=5)
+    model = _classifier("points", "taps", 1)
+    g = torch.Generator().manual_seed(3)
+    f = torch.rand(6, 128, 1, generator=g, dtype=F64)
+    with torch.no_grad():
+        z = model(Field(f, points))
+    bound = lipschitz_bound(model, points, norm)
+    radius = certified_radius(z, bound, norm)  # (B,)
+    assert bool((radius > 0).all())
+    for _ in range(8):
+        d = torch.randn(f.shape, generator=g, dtype=F64) if norm == "l2" else \
+            torch.randint(0, 2, f.shape, generator=g).to(F64) * 2 - 1
+        d = d * (radius / _norm_of(d, points, norm)).view(-1, 1, 1) * (1 - 1e-9)
+        with torch.no_grad():
+            assert torch.equal(model(Field(f + d, points)).argmax(1), z.argmax(1))
+    assert not bool(_pgd_flips(model, f, points, radius, norm, steps=25).any())
+
+
+def test_certified_accuracy_curve():
+    g = torch.Generator().manual_seed(4)
+    radii = torch.rand(200, generator=g, dtype=F64) ** 3
+    correct = torch.rand(200, generator=g) < 0.7
+    eps = torch.cat([torch.zeros(1, dtype=F64), torch.logspace(-4, 0.5, 40, dtype=F64)])
+    curve = certified_accuracy(radii, correct, eps)
+    assert curve.shape == eps.shape
+    assert bool((curve[1:] <= curve[:-1]).all())  # non-increasing
+    assert float(curve[0]) == pytest.approx(float(correct.double().mean()))  # clean accuracy at 0
+    assert float(curve[-1]) == 0.0  # beyond every radius
+    brute = torch.tensor([sum(bool(c) and float(r) >= float(e) for r, c in zip(radii, correct)) / 200 for e in eps],
+                         dtype=F64)
+    torch.testing.assert_close(curve, brute)
+    assert certified_accuracy(radii, correct, 0.0).shape == ()
+    with pytest.raises(ValueError, match="Tensor"):
+        certified_accuracy(radii, correct[:10], eps)
+
+
+def test_field_distance_is_the_bounds_input_norm():
+    points = _sobol(96, seed=6)
+    model = _classifier("points", "taps", 2)
+    g = torch.Generator().manual_seed(5)
+    f = Field(torch.rand(4, 96, 1, generator=g, dtype=F64), points)
+    h = Field(f.values + 0.05 * torch.randn(4, 96, 1, generator=g, dtype=F64), points)
+    d = f.values - h.values
+    manual = {"l2": (d.square().sum(-1) * points.weights).sum(1).sqrt(), "linf": d.abs().amax((1, 2))}
+    with torch.no_grad():
+        change = model(f) - model(h)
+    for norm in ("l2", "linf"):
+        dist = field_distance(f, h, norm=norm)
+        torch.testing.assert_close(dist, manual[norm])
+        torch.testing.assert_close(field_distance(f.values, h.values, points, norm), dist)
+        bound = lipschitz_bound(model, points, norm)
+        out = change.norm(dim=1) if norm == "l2" else change.abs().amax(1)
+        assert bool((out <= bound.total * dist * (1 + 1e-12)).all())
+        with pytest.raises(ValueError, match="norm"):
+            certified_radius(change, bound, "linf" if norm == "l2" else "l2")
+    with pytest.raises(ValueError, match="same points"):
+        field_distance(f, Field(h.values, _sobol(96, seed=7)))
+    with pytest.raises(ValueError, match="points="):
+        field_distance(f.values, h.values)
+    with pytest.raises(ValueError, match="K >= 2"):
+        certified_radius(torch.zeros(3, 1), 1.0)

@@ -7,14 +7,25 @@ support of the same size (``conv="mlp"``, the paper's choice; ``n_bins`` Voronoi
 ``None`` for exact kernels). Sizes are set by ``base_resolution``: a 3x3 filter of the first
 layer spans 3 pixels of a ``base_resolution``-pixel image on ``[-1, 1]^2``; each stride 2
 doubles the spacing.
+
+``INRNetClassifier(..., lipschitz_target=L)`` builds the Lipschitz-constrained variant: no
+batch norms, every conv a [`LipschitzConv`][inrnet.models.inr_nets.LipschitzConv] and every
+linear layer a [`LipschitzLinear`][inrnet.models.inr_nets.LipschitzLinear], each normalised to a
+per-layer budget so that the certified bound of
+[`inrnet.lipschitz.lipschitz_bound`][inrnet.lipschitz.lipschitz_bound] (quadrature L2 to
+Euclidean logits) is at most ``L`` on every point set of ``[-1, 1]^2`` it runs on (whose
+quadrature weights sum to the area 4, as the default weights of grids, Sobol sets and
+their strided subsets do).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from torch.nn import functional as F
 
 from inrnet.field import Field, PointSet
 from inrnet.neighbors import Support
@@ -22,11 +33,14 @@ from inrnet.nn import Add, BatchNorm, BSplineConv, GlobalAvgPool, MLPConv, Point
 from inrnet.nn.conv import ContinuousConv
 from inrnet.sampling.points import grid
 
-__all__ = ["INRNetClassifier", "INRNetSegmenter", "make_conv", "LATENTS"]
+__all__ = ["INRNetClassifier", "INRNetSegmenter", "make_conv", "LATENTS", "LipschitzConv", "LipschitzLinear",
+           "atom_schur_bound", "layer_budget", "LIPSCHITZ_MARGIN"]
 
 CONVS = ("bspline", "mlp")
 LATENTS = ("points", "lattice")
 """Where a classifier's strided convs put their outputs (see `INRNetClassifier`'s ``latent``)."""
+LIPSCHITZ_MARGIN = 1e-4
+"""A constrained layer is normalised to ``budget * (1 - LIPSCHITZ_MARGIN)``: room for float32 rounding."""
 
 
 def make_conv(kind: str, c_in: int, c_out: int, spacing: float, stride: int = 1, n_bins: int | None = 64,
@@ -46,12 +60,177 @@ def make_conv(kind: str, c_in: int, c_out: int, spacing: float, stride: int = 1,
     raise ValueError(f"conv must be one of {CONVS}, got {kind!r}")
 
 
-class _ConvBlock(nn.Module):
-    """conv -> BatchNorm -> ReLU (the ReLU optional)."""
+def _atom_masses(plan, v: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-atom masses of a gather plan: ``R[m, a] = sum_j |c_mja|`` Tensor[M, A] and
+    ``C[j, a] = sum_m v_m |c_mja| / w_j`` Tensor[N, A] (``c`` the plan's entries ``S[(m, a), j]``)."""
+    a = plan.num_atoms
+    r = torch.repeat_interleave(torch.arange(plan.num_out * a, device=plan.col.device), plan.rowptr.diff())  # (nnz,)
+    mag = plan.value.abs()
+    rows = mag.new_zeros(plan.num_out * a).index_add_(0, r, mag).view(plan.num_out, a)
+    vw = v.to(mag)[torch.div(r, a, rounding_mode="floor")]
+    cols = mag.new_zeros(plan.num_in * a).index_add_(0, plan.col.long() * a + r % a, mag * vw).view(plan.num_in, a)
+    w = w.to(mag)[:, None]
+    return rows, torch.where(w > 0, cols / w.clamp_min(torch.finfo(mag.dtype).tiny), torch.zeros_like(cols))
 
-    def __init__(self, conv: ContinuousConv, relu: bool = True):
+
+def _atom_norms(atoms: Tensor, groups: int) -> Tensor:
+    """Spectral norm of each atom's block-diagonal ``C_out x C_in`` matrix, Tensor[A] (the largest over groups)."""
+    a, cg, c_out = atoms.shape
+    blocks = atoms.reshape(a, cg, groups, c_out // groups).transpose(1, 2)  # (A, g, Cg, C_out / g)
+    if min(blocks.shape[2:]) == 1:
+        norms = blocks.flatten(2).norm(dim=2)
+    else:
+        norms = torch.linalg.matrix_norm(blocks, ord=2)
+    return norms.amax(1)
+
+
+def atom_schur_bound(conv: ContinuousConv, points: PointSet, queries: PointSet | None = None,
+                     atoms: Tensor | None = None) -> Tensor:
+    """An upper bound of a conv's operator norm in quadrature L2 on these points, from its atoms' norms.
+
+    The conv's linear part is ``g_m = sum_j Y_mj f_j`` with ``Y_mj = sum_a c_mja W_a^T`` (``c`` the
+    gather plan's entries, quadrature weights included; ``W_a`` the atoms). So
+    ``||Y_mj|| <= b_mj = sum_a |c_mja| ||W_a||``, and the Schur test with the weights
+    ``sqrt(v_m)``, ``sqrt(w_j)`` of the output and input points gives
+    ``||g||_v <= sqrt(max_m sum_j b_mj * max_j sum_m v_m b_mj / w_j) ||f||_w``; both maxima are
+    computed from per-atom masses of the plan (cached on it), so the bound is a cheap,
+    differentiable function of the atoms on any point set: the factor
+    [`LipschitzConv`][inrnet.models.inr_nets.LipschitzConv] normalises, and one of the
+    candidates of [`inrnet.lipschitz.lipschitz_bound`][inrnet.lipschitz.lipschitz_bound] (``"atoms"``).
+
+    Args:
+        conv: a conv with atoms (B-spline, Legendre, binned MLP kernels), bias left out.
+        points: the N input points.
+        queries: the M output points (default the conv's own).
+        atoms: atom weights Tensor[A, C_in / groups, C_out] to bound instead of ``conv.atoms()``.
+
+    Returns:
+        A scalar Tensor (differentiable in the atoms).
+
+    Raises:
+        ValueError: the conv has no atoms.
+    """
+    if not conv.has_atoms:
+        raise ValueError(f"{type(conv).__name__} evaluates its kernel per pair and has no atoms to bound")
+    queries = conv.output_points(points) if queries is None else queries
+    plan = conv.gather_plan(points, queries)
+    rows, cols = plan.cached("atom-masses", lambda: _atom_masses(plan, queries.weights, points.weights))
+    atoms = conv.atoms() if atoms is None else atoms
+    s = _atom_norms(atoms, conv.groups).to(rows.dtype)  # (A,)
+    return torch.sqrt((rows @ s).amax() * (cols @ s).amax())
+
+
+class LipschitzConv(nn.Module):
+    """A continuous conv rescaled, on every point set it runs on, to the L2 factor ``budget``.
+
+    ``out = s * conv(f) + bias`` with ``s = budget * (1 - LIPSCHITZ_MARGIN) / B`` and ``B`` the
+    conv's [`atom_schur_bound`][inrnet.models.inr_nets.atom_schur_bound] on these input and
+    output points: ``B`` bounds the conv's operator norm there, so the layer's (which
+    [`inrnet.lipschitz.lipschitz_bound`][inrnet.lipschitz.lipschitz_bound] certifies, its
+    ``"atoms"`` candidate being ``s * B``) is at most ``budget``. Gradients flow through ``B``,
+    as in spectral normalisation.
+
+    Args:
+        conv: the conv (with atoms); its bias moves to this module.
+        budget: the factor to normalise to (> 0).
+
+    Shapes:
+        ``forward(field [B, N, C_in], query=None) -> Field [B, M, C_out]``, as the conv.
+    """
+
+    def __init__(self, conv: ContinuousConv, budget: float):
         super().__init__()
-        self.conv, self.norm = conv, BatchNorm(conv.out_channels)
+        if not conv.has_atoms:
+            raise ValueError(f"LipschitzConv needs a conv with atoms (B-spline or binned MLP kernels); "
+                             f"{type(conv).__name__} evaluates its kernel per pair")
+        if not budget > 0:
+            raise ValueError(f"budget must be positive, got {budget!r}")
+        self.conv, self.budget = conv, float(budget)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
+        conv.bias = None
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        self.stride, self.dim = conv.stride, conv.dim
+
+    def output_points(self, points: PointSet) -> PointSet:
+        """The conv's output points for inputs on ``points``."""
+        return self.conv.output_points(points)
+
+    def scale(self, points: PointSet, queries: PointSet | None = None) -> Tensor:
+        """``s``, the scalar the conv's output is multiplied by on these points (a Tensor)."""
+        bound = atom_schur_bound(self.conv, points, queries)
+        return self.budget * (1 - LIPSCHITZ_MARGIN) / bound.clamp_min(torch.finfo(bound.dtype).tiny)
+
+    def forward(self, field: Field, query: PointSet | None = None) -> Field:
+        """``field`` values Tensor[B, N, C_in] -> Tensor[B, M, C_out] on ``query`` (default the conv's points)."""
+        queries = self.conv.output_points(field.points) if query is None else query
+        out = self.conv(field, query=queries).values  # (B, M, C_out)
+        out = out * self.scale(field.points, queries).to(out.dtype)
+        return Field(out + self.bias if self.bias is not None else out, queries)
+
+    def extra_repr(self) -> str:
+        return f"budget={self.budget:.6g}"
+
+
+class LipschitzLinear(nn.Linear):
+    """``nn.Linear`` with its weight divided by its exact spectral norm (float SVD), times ``budget``.
+
+    Args:
+        in_features: inputs.
+        out_features: outputs.
+        budget: the spectral norm of the weight used (> 0), up to ``1 - LIPSCHITZ_MARGIN``.
+    """
+
+    def __init__(self, in_features: int, out_features: int, budget: float):
+        if not budget > 0:
+            raise ValueError(f"budget must be positive, got {budget!r}")
+        super().__init__(in_features, out_features)
+        self.budget = float(budget)
+
+    def normalized_weight(self) -> Tensor:
+        """The weight the layer applies, Tensor[out_features, in_features], of spectral norm
+        ``budget * (1 - LIPSCHITZ_MARGIN)``."""
+        sigma = torch.linalg.matrix_norm(self.weight, ord=2)
+        return self.weight * (self.budget * (1 - LIPSCHITZ_MARGIN) / sigma.clamp_min(torch.finfo(sigma.dtype).tiny))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.normalized_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", budget={self.budget:.6g}"
+
+
+def layer_budget(target: float, strided: int, residual_blocks: int, dim: int = 2) -> tuple[float, float]:
+    """How a classifier's ``lipschitz_target`` is split: ``(b, c)``.
+
+    Each strided conv, each residual block (``1 + c^2``: two convs of ``c`` each) and each of
+    the two linear layers gets the factor ``b``, and global average pooling over
+    ``[-1, 1]^d`` has ``2^(-d / 2)`` (``1 / sqrt(sum of the weights)``, the weights summing to
+    the volume ``2^d``), so ``target = 2^(-d / 2) * b^(strided + residual_blocks + 2)``.
+
+    Args:
+        target: the bound the whole network is normalised to (> 0).
+        strided: strided convs.
+        residual_blocks: residual blocks.
+        dim: coordinate dimension ``d``.
+
+    Raises:
+        ValueError: a non-positive target, or one too small for residual blocks (``b <= 1``).
+    """
+    if not target > 0 or not math.isfinite(target):
+        raise ValueError(f"lipschitz_target must be a positive number, got {target!r}")
+    b = (target * 2.0 ** (dim / 2)) ** (1.0 / (strided + residual_blocks + 2))
+    if residual_blocks and b <= 1:
+        raise ValueError(f"lipschitz_target={target} gives each stage the factor {b:.4g} <= 1, but a residual block "
+                         "x + F(x) has a factor above 1; use a larger target or no residual blocks")
+    return b, math.sqrt(b - 1) if residual_blocks else 0.0
+
+
+class _ConvBlock(nn.Module):
+    """conv -> BatchNorm -> ReLU (the ReLU optional; ``norm=False``: no BatchNorm)."""
+
+    def __init__(self, conv: nn.Module, relu: bool = True, norm: bool = True):
+        super().__init__()
+        self.conv, self.norm = conv, BatchNorm(conv.out_channels) if norm else nn.Identity()
         self.act = Pointwise(nn.ReLU()) if relu else None
 
     def forward(self, field: Field, query: PointSet | None = None) -> Field:
@@ -62,11 +241,12 @@ class _ConvBlock(nn.Module):
 
 
 class _Residual(nn.Module):
-    """``relu(x + bn(conv(relu(bn(conv(x))))))`` at one resolution."""
+    """``relu(x + bn(conv(relu(bn(conv(x))))))`` at one resolution (``norm=False``: without the BatchNorms)."""
 
-    def __init__(self, make, channels: int):
+    def __init__(self, make, channels: int, norm: bool = True):
         super().__init__()
-        self.inner = nn.Sequential(_ConvBlock(make(channels, channels)), _ConvBlock(make(channels, channels), relu=False))
+        self.inner = nn.Sequential(_ConvBlock(make(channels, channels), norm=norm),
+                                   _ConvBlock(make(channels, channels), relu=False, norm=norm))
         self.add, self.act = Add(), Pointwise(nn.ReLU())
 
     def forward(self, field: Field) -> Field:
@@ -101,6 +281,16 @@ class INRNetClassifier(nn.Module):
             quadrature error instead of one per layer.
         support_extent: ``"taps"`` or ``"basis"``: how far each B-spline kernel reaches
             (see [`BSplineConv`][inrnet.nn.bspline_conv.BSplineConv]; both are the pixel twin on grids).
+        lipschitz_target: ``None`` (default): the network above. A number ``L``: the
+            Lipschitz-constrained variant, whose certified bound
+            ([`lipschitz_bound`][inrnet.lipschitz.lipschitz_bound], quadrature L2 on the input
+            points to Euclidean logits) is at most ``L`` on every point set of ``[-1, 1]^2``
+            whose weights sum to its area (the default weights): no
+            batch norms (each conv keeps a bias), every conv a
+            [`LipschitzConv`][inrnet.models.inr_nets.LipschitzConv] and every linear layer a
+            [`LipschitzLinear`][inrnet.models.inr_nets.LipschitzLinear], normalised to the
+            per-stage factors of [`layer_budget`][inrnet.models.inr_nets.layer_budget]. Needs
+            convs with atoms (not ``conv="mlp", n_bins=None``).
 
     Shapes:
         ``forward(field [B, N, in_channels]) -> logits [B, num_classes]``.
@@ -108,27 +298,43 @@ class INRNetClassifier(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (32, 64), residual_blocks: int = 0,
                  hidden: int = 128, conv: str = "bspline", base_resolution: int = 28, n_bins: int | None = 64,
-                 estimator: str = "sum", latent: str = "points", support_extent: str = "taps"):
+                 estimator: str = "sum", latent: str = "points", support_extent: str = "taps",
+                 lipschitz_target: float | None = None):
         super().__init__()
         if latent not in LATENTS:
             raise ValueError(f"latent must be one of {LATENTS}, got {latent!r}")
         if latent == "lattice" and not widths:
             raise ValueError("latent='lattice' places the first strided conv's outputs; widths is empty")
         self.in_channels, self.latent, self.base_resolution = in_channels, latent, base_resolution
+        self.lipschitz_target = None if lipschitz_target is None else float(lipschitz_target)
         self._latent_points: dict = {}
+        constrained = lipschitz_target is not None
+        if constrained:
+            if conv == "mlp" and n_bins is None:
+                raise ValueError("lipschitz_target needs convs with atoms; conv='mlp' with n_bins=None has none")
+            budget, inner = layer_budget(self.lipschitz_target, len(widths), residual_blocks)
         spacing = 2.0 / base_resolution
         layers: list[nn.Module] = []
         c = in_channels
+
+        def make(a: int, b: int, s: float, stride: int = 1, factor: float = 1.0) -> nn.Module:
+            layer = make_conv(conv, a, b, s, stride=stride, n_bins=n_bins, estimator=estimator,
+                              support_extent=support_extent)
+            return LipschitzConv(layer, factor) if constrained else layer
+
         for w in widths:
-            layers.append(_ConvBlock(make_conv(conv, c, w, spacing, stride=2, n_bins=n_bins, estimator=estimator,
-                                               support_extent=support_extent)))
+            layers.append(_ConvBlock(make(c, w, spacing, 2, budget if constrained else 1.0), norm=not constrained))
             c, spacing = w, 2 * spacing
-        layers += [_Residual(lambda a, b, s=spacing: make_conv(conv, a, b, s, n_bins=n_bins, estimator=estimator,
-                                                               support_extent=support_extent), c)
+        layers += [_Residual(lambda a, b, s=spacing: make(a, b, s, factor=inner if constrained else 1.0), c,
+                             norm=not constrained)
                    for _ in range(residual_blocks)]
         self.features = nn.Sequential(*layers)
         self.pool = GlobalAvgPool()
-        self.head = nn.Sequential(nn.Linear(c, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        if constrained:
+            self.head = nn.Sequential(LipschitzLinear(c, hidden, budget), nn.ReLU(),
+                                      LipschitzLinear(hidden, num_classes, budget))
+        else:
+            self.head = nn.Sequential(nn.Linear(c, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
 
     def latent_points(self, points: PointSet) -> PointSet | None:
         """The first strided conv's output points for inputs on ``points``: ``None`` (its
