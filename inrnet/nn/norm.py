@@ -64,8 +64,13 @@ def _update_running(running_mean: Tensor, running_var: Tensor, mean: Tensor, var
 
 def batch_norm(values: Tensor, weights: Tensor, running_mean: Tensor | None, running_var: Tensor | None,
                weight: Tensor | None = None, bias: Tensor | None = None, training: bool = False,
-               momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+               momentum: float = 0.1, eps: float = 1e-5, uniform_weights: bool = False) -> Tensor:
     """Batch normalization with QMC statistics (``torch.nn.functional.batch_norm`` on point sets).
+
+    With equal quadrature weights (Sobol points, grids, lattices) the self-normalised
+    statistics are the plain mean and biased variance over the batch and the points, so the
+    values go through torch's fused ``F.batch_norm`` as ``[B * N, C]`` (the same sums, in
+    another order; forward and backward in one kernel each).
 
     Args:
         values: Tensor[B, N, C].
@@ -78,14 +83,19 @@ def batch_norm(values: Tensor, weights: Tensor, running_mean: Tensor | None, run
         training: normalise with the batch statistics (and update the running ones).
         momentum: the running-average factor for this step.
         eps: added to the variance.
+        uniform_weights: the caller knows that ``weights`` are all equal (``BatchNorm`` checks
+            once per point set); then ``F.batch_norm`` computes the result.
 
     Returns:
         Tensor[B, N, C].
     """
+    b, n, c = values.shape
+    if training and b * n <= 1:
+        raise ValueError(f"batch norm needs more than one value per channel in training, got values {(b, n, c)}")
+    if uniform_weights and (training or (running_mean is not None and running_var is not None)):
+        out = F.batch_norm(values.reshape(b * n, c), running_mean, running_var, weight, bias, training, momentum, eps)
+        return out.view(b, n, c)
     if training:
-        b, n, c = values.shape
-        if b * n <= 1:
-            raise ValueError(f"batch norm needs more than one value per channel in training, got values {(b, n, c)}")
         mean, var = weighted_moments(values, weights, over_batch=True)  # (1, 1, C)
         if running_mean is not None and running_var is not None:
             _update_running(running_mean, running_var, mean.view(-1), var.view(-1), b * n, momentum)  # (C,)
@@ -223,8 +233,10 @@ class BatchNorm(_RunningNorm):
         field.check_channels(self.num_channels, type(self).__name__)
         momentum = self._step_momentum()
         use_batch = self.training or not self.track_running_stats
-        return field.replace(batch_norm(field.values, field.points.weights, self.running_mean, self.running_var,
-                                        self.weight, self.bias, use_batch, momentum, self.eps))
+        weights = field.points.weights
+        uniform = field.points.cached(("uniform-weights",), lambda: bool((weights == weights[0]).all()))
+        return field.replace(batch_norm(field.values, weights, self.running_mean, self.running_var, self.weight,
+                                        self.bias, use_batch, momentum, self.eps, uniform_weights=uniform))
 
 
 class InstanceNorm(_RunningNorm):

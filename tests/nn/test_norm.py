@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from inrnet.field import Field, PointSet
-from inrnet.nn.norm import BatchNorm, ChannelLayerNorm, GroupNorm, InstanceNorm, weighted_moments
+from inrnet.nn.norm import BatchNorm, ChannelLayerNorm, GroupNorm, InstanceNorm, batch_norm, weighted_moments
 from inrnet.sampling.points import sobol
 from inrnet.testing.asserts import assert_converges, assert_matches_discrete, gradcheck_field, grid_field
 
@@ -107,6 +107,41 @@ def test_weighted_moments_use_the_quadrature_weights():
     # sum_b sum_j w_j (f - 1.375)^2 / (2 * 4)
     expected = sum(w * (v - 1.375) ** 2 for row in ([1, 2, 4], [0, 0, 3]) for w, v in zip([2, 1, 1], row)) / 8
     torch.testing.assert_close(var.flatten(), torch.tensor([expected], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_with_equal_weights_is_the_weighted_one(training):
+    """The fused path (``uniform_weights=True``, torch's kernel) against the weighted statistics:
+    outputs, running statistics and both gradients."""
+    torch.manual_seed(0)
+    values = torch.randn(3, 17, 5, dtype=torch.float64)
+    weights = torch.full((17,), 4 / 17, dtype=torch.float64)
+    gamma, beta = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    running = torch.randn(5, dtype=torch.float64), torch.rand(5, dtype=torch.float64) + 0.5
+    outs = []
+    for uniform in (True, False):
+        x, g = values.clone().requires_grad_(), gamma.clone().requires_grad_()
+        mean, var = running[0].clone(), running[1].clone()
+        y = batch_norm(x, weights, mean, var, g, beta, training, 0.3, 1e-5, uniform_weights=uniform)
+        grads = torch.autograd.grad((y * torch.linspace(-1, 1, 5, dtype=torch.float64)).sum(), (x, g))
+        outs.append((y, mean, var, *grads))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b)
+
+
+def test_batch_norm_module_takes_the_fused_path_only_for_equal_weights(monkeypatch):
+    seen = []
+    original = batch_norm
+
+    def spy(*args, uniform_weights=False, **kwargs):
+        seen.append(uniform_weights)
+        return original(*args, uniform_weights=uniform_weights, **kwargs)
+    monkeypatch.setattr("inrnet.nn.norm.batch_norm", spy)
+    coords = sobol(8, 2, seed=0, dtype=torch.float64)
+    layer = BatchNorm(2).double()
+    layer(Field(torch.randn(2, 8, 2, dtype=torch.float64), PointSet(coords)))
+    layer(Field(torch.randn(2, 8, 2, dtype=torch.float64), PointSet(coords, torch.rand(8, dtype=torch.float64) + 0.1)))
+    assert seen == [True, False]
 
 
 def test_statistics_converge_on_sobol_points():
