@@ -153,12 +153,19 @@ def _plan_bags(plan: GatherPlan) -> tuple[_Bags, _Bags]:
             _Bags(plan.row, plan.colptr, plan.value_t, plan.num_out))
 
 
-def _batch_bags(plan: GatherPlan, b: int) -> tuple[_Bags, _Bags]:
-    """The plan's bags for a batch of ``b``: stacked and cached on the plan while that
-    takes at most `STACK_BYTES`, else one sample's (shifted per chunk)."""
-    if 2 * b * plan.nnz * (plan.col.element_size() + plan.value.element_size()) > STACK_BYTES:
-        return _plan_bags(plan)
-    return plan.cached(("embedding_bag", "stacked", b), lambda: tuple(bags.stacked(b) for bags in _plan_bags(plan)))
+def _stacked(plan: GatherPlan, kind: str, bags: _Bags, b: int) -> _Bags:
+    """``bags`` for a batch of ``b``: stacked and cached on the plan (under ``kind``) while that
+    takes at most `STACK_BYTES`, else ``bags`` themselves (shifted per chunk). Each kind is
+    stacked only when a pass asks for it (the output-side backward never reads the scatter)."""
+    if b * bags.index.numel() * (bags.index.element_size() + bags.value.element_size()) > STACK_BYTES:
+        return bags
+    return plan.cached(("embedding_bag", kind, b), lambda: bags.stacked(b))
+
+
+def _batch_bags(plan: GatherPlan, b: int, kind: str) -> _Bags:
+    """The plan's ``"gather"`` bags (``Z = S f``) or ``"scatter"`` bags (``U = S^T dg``) for a batch of ``b``."""
+    gather, scatter = _plan_bags(plan)
+    return _stacked(plan, kind, gather if kind == "gather" else scatter, b)
 
 
 def _chunk_rows(row_bytes: int, device: torch.device, chunk_bytes: int | None) -> int:
@@ -184,7 +191,7 @@ class _AtomConv(torch.autograd.Function):
         b, n, c = x.shape
         a, cg, o = atoms.shape
         m, og = plan.num_out, o // groups
-        gather, _ = _batch_bags(plan, b)
+        gather = _batch_bags(plan, b, "gather")
         w = atoms.view(a, cg, groups, og).permute(2, 0, 1, 3).reshape(groups, a * cg, og)  # (g, A*Cg, Og)
         table = x.reshape(b * n, c)
         out = x.new_empty(b * m, o)
@@ -211,7 +218,7 @@ class _AtomConv(torch.autograd.Function):
         b, n, c = x.shape
         a, cg, o = atoms.shape
         og = o // groups
-        _, scatter = _batch_bags(plan, b)
+        scatter = _batch_bags(plan, b, "scatter")
         table = grad.contiguous().view(b * plan.num_out, o)
         xf = x.reshape(b * n, c)
         w_t = atoms.view(a, cg, groups, og).permute(2, 0, 3, 1).reshape(groups, a * og, cg)  # (g, A*Og, Cg)
@@ -258,7 +265,7 @@ def _backward_output_side(x: Tensor, atoms: Tensor, grad: Tensor, plan: GatherPl
     dg = grad.contiguous().view(b * m, o)
     grad_w = grad_x = None
     if need_w:
-        gather, _ = _batch_bags(plan, b)
+        gather = _batch_bags(plan, b, "gather")
         table = x.reshape(b * n, c)
         acc = atoms.new_zeros(groups, a * cg, og)  # (g, A*Cg, Og)
         step = _chunk_rows(a * c * x.element_size(), x.device, chunk_bytes)
@@ -275,7 +282,8 @@ def _backward_output_side(x: Tensor, atoms: Tensor, grad: Tensor, plan: GatherPl
         merged = _merged_bags(plan)
         w_t = atoms.view(a, cg, groups, og).permute(2, 3, 0, 1)  # (g, Og, A, Cg)
         grad_x = x.new_empty(b, n, c)
-        samples = max(1, _chunk_rows(m * a * c * x.element_size(), x.device, chunk_bytes))
+        samples = min(b, max(1, _chunk_rows(m * a * c * x.element_size(), x.device, chunk_bytes)))
+        stacked = _stacked(plan, "merged", merged, samples)  # a chunk's bags (the last one's are a prefix)
         for k0 in range(0, b, samples):
             k1 = min(k0 + samples, b)
             d = dg[k0 * m:k1 * m].view(-1, groups, og)  # (r, g, Og)
@@ -285,7 +293,7 @@ def _backward_output_side(x: Tensor, atoms: Tensor, grad: Tensor, plan: GatherPl
                 y = torch.bmm(d.transpose(0, 1), w_t.reshape(groups, og, a * cg))  # (g, r, A*Cg)
                 y = y.view(groups, -1, a, cg).permute(1, 2, 0, 3).reshape(-1, a * c)  # (r, A*C), channels g-major
             # (r * A, C): row (b, m, a); the chunk's samples are samples 0.. of its bags
-            grad_x[k0:k1] = _bag_sum(y.view(-1, c), merged, 0, (k1 - k0) * n).view(k1 - k0, n, c)
+            grad_x[k0:k1] = _bag_sum(y.view(-1, c), stacked, 0, (k1 - k0) * n).view(k1 - k0, n, c)
     return grad_x, grad_w, None, None, None
 
 
