@@ -34,8 +34,8 @@ the true constant:
   circulant); ``"gram"``, the Schur (Collatz-Wielandt) bound of the block norms of
   ``Y^T Y`` (or ``Y Y^T``), square-rooted; ``"schur"``, the Schur bound of the block norms
   of ``Y``; ``"atoms"`` (convs with atoms), the Schur test on the atoms' norms,
-  [`atom_schur_bound`][inrnet.models.inr_nets.atom_schur_bound] (what a
-  [`LipschitzConv`][inrnet.models.inr_nets.LipschitzConv] normalises, its scale included).
+  [`atom_schur_bound`][inrnet.nn.constrained.atom_schur_bound] (what a
+  [`LipschitzConv`][inrnet.nn.constrained.LipschitzConv] normalises, its scale included).
   In L-infinity the factor is exact: the largest absolute row sum.
 * frozen batch norm alone: ``max_c |gamma_c| / sqrt(var_c + eps)`` (exact).
 * ReLU, ReLU6, Hardtanh, Tanh, Identity, eval Dropout: 1; LeakyReLU ``max(1, |slope|)``;
@@ -53,7 +53,7 @@ the true constant:
   on an input point to its weight (exact); 1 in L-infinity.
 * ``nn.Linear`` and [`ChannelMixing`][inrnet.nn.pointwise.ChannelMixing]: the exact spectral norm
   (``torch.linalg.matrix_norm(ord=2)`` in float64), or the largest absolute row sum (of the
-  normalised weight for a [`LipschitzLinear`][inrnet.models.inr_nets.LipschitzLinear]).
+  normalised weight for a [`LipschitzLinear`][inrnet.nn.constrained.LipschitzLinear]).
 * a residual block ``x + F(x)``: ``1 + L(F)``.
 
 Any other module raises ``TypeError`` naming it. Supported models: [`INRNetClassifier`][inrnet.models.inr_nets.INRNetClassifier]
@@ -84,9 +84,9 @@ import torch
 from torch import Tensor, nn
 
 from inrnet.field import Field, PointSet
-from inrnet.models.inr_nets import (INRNetClassifier, LipschitzConv, LipschitzLinear, _ConvBlock, _Residual,
-                                    atom_schur_bound)
+from inrnet.models.inr_nets import INRNetClassifier, _ConvBlock, _Residual
 from inrnet.neighbors import neighbors
+from inrnet.nn.constrained import LipschitzConv, LipschitzLinear, atom_schur_bound
 from inrnet.nn.conv import ContinuousConv
 from inrnet.nn.geometry import as_tuple, output_points, window_support
 from inrnet.nn.norm import BatchNorm

@@ -8,8 +8,8 @@ from torch import nn
 from inrnet import Field, PointSet
 from inrnet.lipschitz import conv_matrix, lipschitz_bound
 from inrnet.models import create_model, model_config
-from inrnet.models.inr_nets import (LIPSCHITZ_MARGIN, LipschitzConv, LipschitzLinear, atom_schur_bound,
-                                    layer_budget)
+from inrnet.models.inr_nets import layer_budget
+from inrnet.nn.constrained import LIPSCHITZ_MARGIN, LipschitzConv, LipschitzLinear, atom_schur_bound
 from inrnet.nn import BatchNorm, BSplineConv, GlobalAvgPool, MLPConv
 from inrnet.neighbors import Support
 from inrnet.sampling import sobol
