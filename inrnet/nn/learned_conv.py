@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from inrnet.neighbors import Support
@@ -86,8 +87,16 @@ class MLPConv(_UnitSupportConv):
         return self.n_bins
 
     def kernel(self, u: Tensor) -> Tensor:
-        """The kernel at unit offsets u (Tensor[P, d]), Tensor[P, C_in / groups, C_out]."""
-        k = self.mlp(u.to(self.mlp[0].weight.dtype)) / self.support.volume
+        """The kernel at unit offsets u (Tensor[P, d]), Tensor[P, C_in / groups, C_out].
+
+        The ``1 / |S|`` is folded into the last linear layer's weight and bias (``[C_in C_out, h]``)
+        rather than applied to the ``[P, C_in C_out]`` output, P pairs being far more than h.
+        """
+        h = u.to(self.mlp[0].weight.dtype)  # (P, d)
+        for layer in self.mlp[:-1]:
+            h = layer(h)  # (P, hidden)
+        last, inv = self.mlp[-1], 1.0 / self.support.volume
+        k = F.linear(h, last.weight * inv, last.bias * inv)  # (P, C_in / groups * C_out)
         return k.view(u.shape[0], self.in_channels // self.groups, self.out_channels)
 
     def expansion_key(self):
