@@ -1,4 +1,5 @@
-"""A whole training step of the registered INR-Nets against their CNN twins (issue 17, item 1).
+"""A whole training step of the registered INR-Nets against their CNN twins (issue 17, item 1),
+and single convolutions against ``nn.Conv2d`` (item 2).
 
 One AdamW step of cross-entropy on a batch of 64: ``inrnet4`` / ``inrnet2`` on 784 fresh
 scrambled Sobol points per step (the geometry, neighbours and gather plans, built inside the
@@ -7,7 +8,9 @@ the convolutions' backward pass forced to each side (``inrnet.nn._embedding_bag.
 ``"input"`` was the only way before the output side existed, ``"auto"`` is the default).
 Rounds are interleaved (every variant once per round) in one process and the median is
 reported, so that the ratios see the same machine load. Each thread count runs in its own
-subprocess (``torch.set_num_threads`` before any work).
+subprocess (``torch.set_num_threads`` before any work). The conv rows time forward + backward
+of a 3x3 ``BSplineConv`` on Sobol points (plan cached) and of ``nn.Conv2d`` on the grid of as
+many pixels, in the same interleaved rounds.
 
 Usage: python benchmarks/bench_step.py [--threads 1 2] [--rounds 12] [--batch 64]
 """
@@ -26,11 +29,14 @@ import torch.nn.functional as F
 
 from inrnet import Field, PointSet
 from inrnet.models import create_model
-from inrnet.nn import _embedding_bag
+from inrnet.nn import BSplineConv, _embedding_bag
 from inrnet.sampling import sobol
 
 PAIRS = (("inrnet4", "cnn4"), ("inrnet2", "cnn2"))
 SIDES = ("auto", "input")
+CONVS = ((64, 32, 1024), (16, 4, 1024), (16, 4, 4096), (16, 4, 16384))
+"""``(channels, batch, points)`` of the single-conv rows: a 3x3 ``BSplineConv`` on Sobol points
+against ``nn.Conv2d`` on the square grid of as many pixels (issue 17.2's configurations)."""
 
 
 def _steps(batch: int):
@@ -66,9 +72,26 @@ def _steps(batch: int):
     return steps
 
 
+def _convs():
+    """``{name: call()}``: forward + backward of each `CONVS` configuration, ours and ``nn.Conv2d``
+    (neighbours and gather plans built once, before timing, as for a fixed point set)."""
+    torch.manual_seed(0)
+    calls = {}
+    for c, b, n in CONVS:
+        side = int(round(n ** 0.5))
+        field = Field(torch.randn(b, n, c, requires_grad=True), PointSet(sobol(n, 2, seed=0)))
+        ours = BSplineConv(c, c, 3, 2 / side)
+        ours(field)
+        conv = torch.nn.Conv2d(c, c, 3, padding=1)
+        image = torch.randn(b, c, side, side, requires_grad=True)
+        calls[f"BSplineConv {c} ch, batch {b}, {n} points"] = lambda f=field, m=ours: m(f).values.sum().backward()
+        calls[f"Conv2d {c} ch, batch {b}, {side}x{side}"] = lambda x=image, m=conv: m(x).sum().backward()
+    return calls
+
+
 def run(threads: int, rounds: int, batch: int) -> dict:
     torch.set_num_threads(threads)
-    steps = _steps(batch)
+    steps = {**_steps(batch), **_convs()}
     for step in steps.values():  # warm-up: first-call allocations and caches
         for _ in range(2):
             step()
@@ -80,6 +103,11 @@ def run(threads: int, rounds: int, batch: int) -> dict:
             times[name].append(time.perf_counter() - t)
     _embedding_bag.BACKWARD = "auto"
     return {name: float(np.median(ts)) for name, ts in times.items()}
+
+
+_CONV_NAMES = [name for c, b, n in CONVS for name in (f"BSplineConv {c} ch, batch {b}, {n} points",
+                                                      f"Conv2d {c} ch, batch {b}, {int(round(n ** 0.5))}x"
+                                                      f"{int(round(n ** 0.5))}")]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -105,6 +133,10 @@ def main(argv: list[str] | None = None) -> None:
                 name = f"{inr_name} ({side})"
                 print(f"| `{name}` | {threads} | {1e3 * med[name]:.1f} | {med[name] / med[cnn_name]:.2f}x |")
             print(f"| `{cnn_name}` | {threads} | {1e3 * med[cnn_name]:.1f} | 1.00x |")
+        names = list(_CONV_NAMES)
+        for ours, theirs in zip(names[::2], names[1::2]):
+            print(f"| {ours} (fwd + bwd) | {threads} | {1e3 * med[ours]:.1f} | {med[ours] / med[theirs]:.2f}x |")
+            print(f"| {theirs} (fwd + bwd) | {threads} | {1e3 * med[theirs]:.1f} | 1.00x |")
 
 
 if __name__ == "__main__":
