@@ -72,6 +72,12 @@ def _steps(batch: int):
     return steps
 
 
+def _conv_names(c: int, b: int, n: int) -> tuple[str, str]:
+    """The row names of one `CONVS` configuration: ours, then ``nn.Conv2d``'s."""
+    side = int(round(n ** 0.5))
+    return f"BSplineConv {c} ch, batch {b}, {n} points", f"Conv2d {c} ch, batch {b}, {side}x{side}"
+
+
 def _convs():
     """``{name: call()}``: forward + backward of each `CONVS` configuration, ours and ``nn.Conv2d``
     (neighbours and gather plans built once, before timing, as for a fixed point set)."""
@@ -84,8 +90,9 @@ def _convs():
         ours(field)
         conv = torch.nn.Conv2d(c, c, 3, padding=1)
         image = torch.randn(b, c, side, side, requires_grad=True)
-        calls[f"BSplineConv {c} ch, batch {b}, {n} points"] = lambda f=field, m=ours: m(f).values.sum().backward()
-        calls[f"Conv2d {c} ch, batch {b}, {side}x{side}"] = lambda x=image, m=conv: m(x).sum().backward()
+        name_ours, name_conv = _conv_names(c, b, n)
+        calls[name_ours] = lambda f=field, m=ours: m(f).values.sum().backward()
+        calls[name_conv] = lambda x=image, m=conv: m(x).sum().backward()
     return calls
 
 
@@ -103,11 +110,6 @@ def run(threads: int, rounds: int, batch: int) -> dict:
             times[name].append(time.perf_counter() - t)
     _embedding_bag.BACKWARD = "auto"
     return {name: float(np.median(ts)) for name, ts in times.items()}
-
-
-_CONV_NAMES = [name for c, b, n in CONVS for name in (f"BSplineConv {c} ch, batch {b}, {n} points",
-                                                      f"Conv2d {c} ch, batch {b}, {int(round(n ** 0.5))}x"
-                                                      f"{int(round(n ** 0.5))}")]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,8 +135,7 @@ def main(argv: list[str] | None = None) -> None:
                 name = f"{inr_name} ({side})"
                 print(f"| `{name}` | {threads} | {1e3 * med[name]:.1f} | {med[name] / med[cnn_name]:.2f}x |")
             print(f"| `{cnn_name}` | {threads} | {1e3 * med[cnn_name]:.1f} | 1.00x |")
-        names = list(_CONV_NAMES)
-        for ours, theirs in zip(names[::2], names[1::2]):
+        for ours, theirs in (_conv_names(*config) for config in CONVS):
             print(f"| {ours} (fwd + bwd) | {threads} | {1e3 * med[ours]:.1f} | {med[ours] / med[theirs]:.2f}x |")
             print(f"| {theirs} (fwd + bwd) | {threads} | {1e3 * med[theirs]:.1f} | 1.00x |")
 

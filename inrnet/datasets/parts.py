@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from inrnet.datasets.launch import LAUNCHERS, detect_launch, resolve_device, resolve_part
 from inrnet.inr import INRBatch, INRDataset, INRFamily, build_dataset, family_from_dict, read_manifest
+from inrnet.inr.dataset import cat_common_quality
 from inrnet.inr.store import MANIFEST, _atomic_write, new_manifest, verify_shard, write_manifest
 
 __all__ = ["parse_part", "chunk_ranges", "select_chunks", "build_parts", "merge_parts", "parts_done",
@@ -416,4 +417,4 @@ def read_items(root: str | os.PathLike, indices: Tensor) -> tuple[INRBatch, Tens
         order.append(rows)
     inverse = torch.argsort(torch.cat(order))  # (M,)
     return (INRBatch.cat(inrs)[inverse], torch.cat(labels)[inverse],
-            {k: torch.cat([q[k] for q in quality])[inverse] for k in quality[0] if all(k in q for q in quality)})
+            {k: v[inverse] for k, v in cat_common_quality(quality).items()})

@@ -21,7 +21,19 @@ from torch.utils.data import Dataset
 from inrnet.inr.base import INRBatch, family_from_dict
 from inrnet.inr.store import CorruptShardError, read_manifest, read_shared, verify_shard
 
-__all__ = ["INRDataset", "load_inrs"]
+__all__ = ["INRDataset", "load_inrs", "cat_common_quality"]
+
+
+def cat_common_quality(parts: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Concatenate the fit-quality keys that every part holds: ``{key: Tensor[sum n_i]}``.
+
+    A build resumed with a newer inrnet writes shards with more keys (``lipschitz_bound``)
+    beside older ones; a key missing from any shard is left out rather than misaligned.
+
+    Args:
+        parts: per shard (or chunk), ``{key: Tensor[n_i]}``.
+    """
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0] if all(k in p for p in parts)} if parts else {}
 
 
 class INRDataset(Dataset):
@@ -147,11 +159,9 @@ class INRDataset(Dataset):
     def quality(self) -> dict[str, Tensor]:
         """The stored fit quality of every INR, ``{key: Tensor[len]}`` (empty if none).
 
-        Only the keys every shard holds: a build resumed with a newer inrnet (whose shards
-        also store ``lipschitz_bound``) keeps the older shards' keys.
+        Only the keys every shard holds (`cat_common_quality`).
         """
-        parts = [self._read(s, slice(None), prefix="quality.") for s in range(len(self.shards))]
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0] if all(k in p for p in parts)}
+        return cat_common_quality([self._read(s, slice(None), prefix="quality.") for s in range(len(self.shards))])
 
 
 def load_inrs(path: str | os.PathLike, *, verify: bool = True) -> tuple[INRBatch, Tensor]:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from inrnet.inr.base import INRFamily, INRModule, batched_linear, linear_bound, register_family, uniform_init
-from inrnet.inr.smoothness import chain_bound, fourier_embedding_bound
+from inrnet.inr.smoothness import fourier_embedding_bound, layered_bound
 
 __all__ = ["FourierFamily", "FourierFeatures"]
 
@@ -125,7 +125,7 @@ class FourierFamily(INRFamily):
             [`inrnet.inr.smoothness`][inrnet.inr.smoothness]).
         """
         self.check_params(params)
-        return self.embedding_lipschitz(params) * chain_bound(params, self.lipschitz_layers())
+        return layered_bound(self, params)
 
 
 class FourierFeatures(INRModule):

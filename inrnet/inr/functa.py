@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from inrnet.inr.base import INRFamily, linear_bound, register_family, uniform_init
-from inrnet.inr.smoothness import chain_bound
+from inrnet.inr.smoothness import chain_bound, sine_layers
 
 __all__ = ["FunctaFamily", "base_checksum"]
 
@@ -239,9 +239,8 @@ class FunctaFamily(INRFamily):
         if not self._shared:
             raise ValueError(f"{self!r} has no base weights bound: open its dataset with INRDataset (which reads "
                              "shared.safetensors), or call family.with_shared(base)")
-        omegas = [self.first_omega_0] + [self.omega_0] * (self.depth - 2) + [1.0]
         weights = {f"weight{i}": self._shared[f"weight{i}"].unsqueeze(0) for i in range(self.depth)}  # (1, out, in)
-        bound = chain_bound(weights, [(f"weight{i}", omega) for i, omega in enumerate(omegas)])  # (1,)
+        bound = chain_bound(weights, sine_layers(self.depth, self.first_omega_0, self.omega_0))  # (1,)
         return bound.to(params["latent"].device).expand(b).clone()
 
     def __getstate__(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from inrnet.inr.base import INRFamily, INRModule, batched_linear, linear_bound, register_family, uniform_init
-from inrnet.inr.smoothness import chain_bound
+from inrnet.inr.smoothness import layered_bound, sine_layers
 
 __all__ = ["SirenFamily", "Siren"]
 
@@ -95,8 +95,7 @@ class SirenFamily(INRFamily):
 
     def lipschitz_layers(self) -> list[tuple[str, float]]:
         """The linear layers as ``(weight name, factor)``: ``omega`` of each sine layer, 1 for the last."""
-        omegas = [self.first_omega_0] + [self.omega_0] * (self.depth - 2) + [1.0]
-        return [(f"weight{i}", omega) for i, omega in enumerate(omegas)]
+        return sine_layers(self.depth, self.first_omega_0, self.omega_0)
 
     def embedding_lipschitz(self, params: Mapping[str, Tensor]) -> Tensor:
         """1 for every INR (a SIREN has no fixed embedding): float64 Tensor[B].
@@ -118,7 +117,7 @@ class SirenFamily(INRFamily):
             [`inrnet.inr.smoothness`][inrnet.inr.smoothness]).
         """
         self.check_params(params)
-        return chain_bound(params, self.lipschitz_layers())
+        return layered_bound(self, params)
 
 
 class Siren(INRModule):

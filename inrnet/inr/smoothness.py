@@ -62,7 +62,7 @@ from inrnet.inr.base import INRFamily
 
 __all__ = ["LiuRegularizer", "KLipschitz", "ALLOCATIONS", "spectral_norm", "chain_bound",
            "fourier_embedding_bound", "image_lipschitz", "estimate_budget", "empirical_lipschitz",
-           "lipschitz_layers", "liu_init", "liu_weights", "liu_penalty", "allocate", "project",
+           "lipschitz_layers", "layered_bound", "sine_layers", "liu_init", "liu_weights", "liu_penalty", "allocate", "project",
            "project_to_budget", "DEFAULT_MARGIN"]
 
 ALLOCATIONS = ("uniform", "nonuniform", "adaptive")
@@ -313,6 +313,25 @@ def lipschitz_layers(family: INRFamily) -> list[tuple[str, float]]:
         raise ValueError(f"Lipschitz-regularised fitting needs a family with lipschitz_layers() (SirenFamily, "
                          f"FourierFamily), not {family!r}")
     return list(layers())
+
+
+def layered_bound(family: INRFamily, params: Mapping[str, Tensor]) -> Tensor:
+    """The certified bound of a family with `lipschitz_layers`: the embedding's constant times the chain's.
+
+    Args:
+        family: a family with ``lipschitz_layers()`` and ``embedding_lipschitz(params)``.
+        params: its stacked parameters ``{name: Tensor[B, *shape]}``.
+
+    Returns:
+        float64 Tensor[B], ``family.embedding_lipschitz(params) * prod_i factor_i ||W_i||_2``.
+    """
+    return family.embedding_lipschitz(params) * chain_bound(params, lipschitz_layers(family))
+
+
+def sine_layers(depth: int, first_omega_0: float, omega_0: float) -> list[tuple[str, float]]:
+    """A SIREN's linear layers as ``(weight name, factor)``: ``omega`` of each sine layer, 1 for the last."""
+    omegas = [first_omega_0] + [omega_0] * (depth - 2) + [1.0]
+    return [(f"weight{i}", omega) for i, omega in enumerate(omegas)]
 
 
 def _softplus_inverse(y: Tensor) -> Tensor:

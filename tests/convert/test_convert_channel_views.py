@@ -7,30 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from _grid_helpers import D64, exact
 from torch import nn
 
 from inrnet.convert import ConversionError, from_torch
 from inrnet.convert.ops import permute_channels, split_channels
 from inrnet.field import Field, PointSet
 from inrnet.sampling import sobol
-from inrnet.testing import grid_field
 
-D64 = torch.float64
 SHAPES = [(9, 9), (10, 8), (11, 12)]
-
-
-def exact(net: nn.Module, shape, channels: int = 3):
-    """Convert ``net`` at ``shape``; assert it equals torch on grid samples (float64); return it."""
-    torch.manual_seed(0)
-    net = net.double().eval()
-    images = torch.randn(2, channels, *shape, dtype=D64)
-    inet = from_torch(net, shape, in_channels=channels)
-    with torch.no_grad():
-        out, ref = inet(grid_field(images)), net(images)
-    if isinstance(out, Field):
-        out, ref = out.values, ref.flatten(2).transpose(1, 2)
-    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
-    return inet
 
 
 def shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

@@ -11,6 +11,7 @@ import pytest
 import timm.layers
 import torch
 import torch.nn.functional as F
+from _grid_helpers import D64, exact, to_values
 from torch import nn
 
 from inrnet.convert import from_torch
@@ -24,32 +25,7 @@ from inrnet.nn.kernels import cardinal_bspline
 from inrnet.sampling import sobol
 from inrnet.testing import grid_field
 
-D64 = torch.float64
 SHAPES = [(9, 9), (10, 8), (11, 12)]
-
-
-def to_values(x: torch.Tensor) -> torch.Tensor:
-    """``[B, C, *spatial] -> [B, N, C]`` in the lattice's C order."""
-    return x.flatten(2).transpose(1, 2)
-
-
-def exact(net: nn.Module, shape, channels: int = 3, seed: int = 0):
-    """Convert ``net`` at ``shape`` and check it against torch on the grid (float64).
-
-    Returns:
-        The converted model.
-    """
-    torch.manual_seed(seed)
-    net = net.double().eval()
-    images = torch.randn(2, channels, *shape, dtype=D64)
-    inet = from_torch(net, shape, in_channels=channels)
-    with torch.no_grad():
-        out, ref = inet(grid_field(images)), net(images)
-    if isinstance(out, Field):
-        assert out.points.lattice.shape == tuple(ref.shape[2:])
-        out, ref = out.values, to_values(ref)
-    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
-    return inet
 
 
 # --- dilated convolutions -------------------------------------------------------------------
