@@ -260,7 +260,8 @@ class ContinuousConv(nn.Module):
         """The uncached [`gather_plan`][inrnet.nn.conv.ContinuousConv.gather_plan]: every pair's atoms, in float64."""
         index, value = self.expand(nbrs.offset.double())  # (E, P) each
         weight = self._pair_weight(points, queries, nbrs).double()  # (E,)
-        return GatherPlan.from_pairs(nbrs, index, value * weight[:, None], self.num_atoms, points.dtype)
+        lattices = None if points.lattice is None or queries.lattice is None else (points.lattice, queries.lattice)
+        return GatherPlan.from_pairs(nbrs, index, value * weight[:, None], self.num_atoms, points.dtype, lattices)
 
     def forward(self, field: Field, query: PointSet | None = None) -> Field:
         """Convolve a field.

@@ -27,6 +27,9 @@ device, chunked so the gathered atoms stay bounded) is built in; a compiled Trit
 CUDA kernel registers beside it and ``backend="auto"`` takes it where it runs. Every
 backend is tested against the slow, obvious reference
 [`inrnet.nn.conv.conv_pairs`][inrnet.nn.conv.conv_pairs] (the kernel at every pair).
+Between two lattices (a grid, a latent lattice) a plan is usually a discrete convolution:
+``"auto"`` runs those as one ``F.conv2d`` (1-d and 3-d alike; `inrnet.nn._stencil`),
+tested against the registered backends.
 """
 
 from __future__ import annotations
@@ -38,10 +41,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from inrnet.field import Lattice
 from inrnet.neighbors import Neighbors, csr_indptr, stable_argsort
 from inrnet.nn._embedding_bag import embedding_bag_conv
+from inrnet.nn._stencil import Stencil, stencil_conv, stencil_of
 
-__all__ = ["GatherPlan", "atom_conv", "register_backend", "list_backends"]
+__all__ = ["GatherPlan", "atom_conv", "register_backend", "list_backends", "STENCIL"]
+
+STENCIL = True
+"""``backend="auto"`` runs a plan that is a stencil between two lattices (``plan.stencil``) as
+one discrete convolution (`inrnet.nn._stencil`); set False to send every plan through the
+registered gather backends (the stencil route's reference)."""
 
 
 def _csr(keys: Tensor, n_rows: int) -> tuple[Tensor, Tensor]:
@@ -68,6 +78,8 @@ class GatherPlan:
         num_out: M, the output points.
         num_atoms: A, the atoms.
         num_in: N, the input points.
+        stencil: the plan as a discrete convolution between two lattices
+            ([`Stencil`][inrnet.nn._stencil.Stencil]), when it is one; None otherwise.
     """
 
     rowptr: Tensor
@@ -79,11 +91,12 @@ class GatherPlan:
     num_out: int
     num_atoms: int
     num_in: int
+    stencil: Stencil | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False)
 
     @classmethod
     def from_pairs(cls, nbrs: Neighbors, index: Tensor, value: Tensor, num_atoms: int,
-                   dtype: torch.dtype) -> GatherPlan:
+                   dtype: torch.dtype, lattices: tuple[Lattice, Lattice] | None = None) -> GatherPlan:
         """The plan of a convolution from the non-zero atoms of each neighbour pair.
 
         Entries keep the order of the pairs within each row of ``S`` and of ``S^T`` (a
@@ -96,6 +109,9 @@ class GatherPlan:
                 ``w_j phi_a(x_j - q_m)``.
             num_atoms: A.
             dtype: dtype of the stored values.
+            lattices: ``(points, queries)`` when both point sets are lattices in C order:
+                the plan then also records whether it is a stencil between them
+                ([`stencil_of`][inrnet.nn._stencil.stencil_of]).
 
         Returns:
             The plan of ``S [M * A, N]``.
@@ -103,13 +119,15 @@ class GatherPlan:
         p = index.shape[1]
         row = nbrs.row.repeat_interleave(p)  # (E * P,)
         col = nbrs.col.repeat_interleave(p)  # (E * P,)
-        atom, value = index.reshape(-1), value.reshape(-1).to(dtype)  # (E * P,)
+        atom, exact = index.reshape(-1), value.reshape(-1)  # (E * P,)
+        value = exact.to(dtype)
         keep = value != 0
-        row, col, atom, value = row[keep], col[keep], atom[keep], value[keep]
+        row, col, atom, value, exact = row[keep], col[keep], atom[keep], value[keep], exact[keep]
         m, n, a = nbrs.num_queries, nbrs.num_points, num_atoms
+        stencil = None if lattices is None else stencil_of(row, col, atom, exact, a, *lattices, dtype)
         by_row, rowptr = _csr(row * a + atom, m * a)
         by_col, colptr = _csr(col * a + atom, n * a)
-        return cls(rowptr, col[by_row], value[by_row], colptr, row[by_col], value[by_col], m, a, n)
+        return cls(rowptr, col[by_row], value[by_row], colptr, row[by_col], value[by_col], m, a, n, stencil)
 
     @property
     def nnz(self) -> int:
@@ -193,6 +211,7 @@ def list_backends(device: torch.device | str | None = None) -> list[str]:
 register_backend("embedding_bag", embedding_bag_conv)
 
 
+
 def _backend(name: str, device: torch.device) -> AtomConvBackend:
     if name == "auto":
         return _BACKENDS[list_backends(device)[0]].fn
@@ -216,7 +235,9 @@ def atom_conv(values: Tensor, plan: GatherPlan, atoms: Tensor, groups: int = 1,
         chunk_bytes: the backend's scratch budget in bytes (default: the backend's for the
             device, e.g. ``CHUNK_BYTES`` in `inrnet.nn._embedding_bag`).
         backend: a registered backend ([`list_backends`][inrnet.nn.gather.list_backends]), or ``"auto"``: the
-            best one for the device of ``values``.
+            plan's discrete convolution when it is a stencil between two lattices
+            (``plan.stencil``, and `STENCIL` on), else the best registered backend for the
+            device of ``values``.
 
     Returns:
         Tensor[B, M, C_out].
@@ -229,5 +250,7 @@ def atom_conv(values: Tensor, plan: GatherPlan, atoms: Tensor, groups: int = 1,
         raise ValueError(f"values have {values.shape[1]} points, the gather plan expects {plan.num_in}")
     if atoms.shape[0] != plan.num_atoms:
         raise ValueError(f"atoms have {atoms.shape[0]} rows, the gather plan expects {plan.num_atoms} atoms")
+    if backend == "auto" and STENCIL and plan.stencil is not None:
+        return stencil_conv(values, plan.stencil, atoms.contiguous(), groups)
     fn = _backend(backend, values.device)
     return fn(values.contiguous(), plan, atoms.contiguous(), groups, chunk_bytes)
