@@ -5,7 +5,10 @@ One AdamW step of cross-entropy on a batch of 64: ``inrnet4`` / ``inrnet2`` on 7
 scrambled Sobol points per step (the geometry, neighbours and gather plans, built inside the
 step, as in training) against ``cnn4`` / ``cnn2`` on 28 x 28 images; also the INR-Net with
 the convolutions' backward pass forced to each side (``inrnet.nn._embedding_bag.BACKWARD``:
-``"input"`` was the only way before the output side existed, ``"auto"`` is the default).
+``"input"`` was the only way before the output side existed, ``"auto"`` is the default),
+and in the shipped recipe (`RECIPES`: ``latent="lattice"``, whole-basis supports), whose
+convs after the first run as stencils on the latent lattice; and each on one fixed point
+set (`FIXED`), so that the share of a fresh step spent building geometry is printed.
 Rounds are interleaved (every variant once per round) in one process and the median is
 reported, so that the ratios see the same machine load. Each thread count runs in its own
 subprocess (``torch.set_num_threads`` before any work). The conv rows time forward + backward
@@ -30,10 +33,14 @@ import torch.nn.functional as F
 from inrnet import Field, PointSet
 from inrnet.models import create_model
 from inrnet.nn import BSplineConv, _embedding_bag
-from inrnet.sampling import sobol
+from inrnet.sampling import Sampler, sobol
 
 PAIRS = (("inrnet4", "cnn4"), ("inrnet2", "cnn2"))
 SIDES = ("auto", "input")
+RECIPES = {"points": {}, "lattice": {"latent": "lattice", "support_extent": "basis"}}
+"""Model arguments of each INR-Net variant: the registered default (``latent="points"``) and
+the shipped recipe (``create_model("inrnet4", pretrained="fashion_mnist")``: the first strided
+conv writes to a fixed lattice, whose later convs are stencils run as ``F.conv2d``)."""
 CONVS = ((64, 32, 1024), (16, 4, 1024), (16, 4, 4096), (16, 4, 16384))
 """``(channels, batch, points)`` of the single-conv rows: a 3x3 ``BSplineConv`` on Sobol points
 against ``nn.Conv2d`` on the square grid of as many pixels (issue 17.2's configurations)."""
@@ -45,16 +52,18 @@ def _steps(batch: int):
     labels = torch.randint(0, 10, (batch,))
     images = torch.randn(batch, 1, 28, 28)
     seed = [0]
+    sampler = Sampler("sobol", 784)  # what training draws its points with (scattered: no lattice inference)
+    fixed = sampler.draw(0)
     steps = {}
     for inr_name, cnn_name in PAIRS:
-        inet = create_model(inr_name, in_channels=1, num_classes=10)
         cnn = create_model(cnn_name, in_channels=1, num_classes=10)
-        opt_i, opt_c = torch.optim.AdamW(inet.parameters()), torch.optim.AdamW(cnn.parameters())
+        opt_c = torch.optim.AdamW(cnn.parameters())
 
-        def inr_step(side, inet=inet, opt=opt_i):
+        def inr_step(side, inet, opt, fresh=True):
             _embedding_bag.BACKWARD = side
             seed[0] += 1
-            field = Field(torch.randn(batch, 784, 1), PointSet(sobol(784, 2, seed=seed[0])))  # fresh points
+            points = sampler.draw(seed[0]) if fresh else fixed  # fresh: geometry built in the step
+            field = Field(torch.randn(batch, 784, 1), points)
             loss = F.cross_entropy(inet(field), labels)
             opt.zero_grad()
             loss.backward()
@@ -66,10 +75,23 @@ def _steps(batch: int):
             loss.backward()
             opt.step()
 
-        for side in SIDES:
-            steps[f"{inr_name} ({side})"] = lambda side=side, f=inr_step: f(side)
+        for recipe, kwargs in RECIPES.items():
+            inet = create_model(inr_name, in_channels=1, num_classes=10, **kwargs)
+            opt_i = torch.optim.AdamW(inet.parameters())
+            for side in SIDES if recipe == "points" else ("auto",):
+                steps[_step_name(inr_name, recipe, side)] = lambda s=side, m=inet, o=opt_i, f=inr_step: f(s, m, o)
+            steps[_step_name(inr_name, recipe, FIXED)] = lambda m=inet, o=opt_i, f=inr_step: f("auto", m, o, False)
         steps[cnn_name] = cnn_step
     return steps
+
+
+FIXED = "fixed points"
+"""The step on one point set whose geometry is cached (``auto`` side): fresh minus fixed is what
+building the geometry for fresh points costs (issue 17.4)."""
+
+
+def _step_name(model: str, recipe: str, side: str) -> str:
+    return f"{model} {recipe} ({side})"
 
 
 def _conv_names(c: int, b: int, n: int) -> tuple[str, str]:
@@ -131,9 +153,13 @@ def main(argv: list[str] | None = None) -> None:
                               "--batch", str(args.batch)], capture_output=True, text=True, check=True)
         med = json.loads(out.stdout.strip().splitlines()[-1])
         for inr_name, cnn_name in PAIRS:
-            for side in SIDES:
-                name = f"{inr_name} ({side})"
+            for name in (_step_name(inr_name, r, side) for r in RECIPES for side in SIDES
+                         if r == "points" or side == "auto"):
                 print(f"| `{name}` | {threads} | {1e3 * med[name]:.1f} | {med[name] / med[cnn_name]:.2f}x |")
+            for r in RECIPES:
+                fresh, fixed = med[_step_name(inr_name, r, "auto")], med[_step_name(inr_name, r, FIXED)]
+                print(f"| `{_step_name(inr_name, r, FIXED)}`: geometry {(fresh - fixed) / fresh:.0%} of the fresh "
+                      f"step | {threads} | {1e3 * fixed:.1f} | {fixed / med[cnn_name]:.2f}x |")
             print(f"| `{cnn_name}` | {threads} | {1e3 * med[cnn_name]:.1f} | 1.00x |")
         for ours, theirs in (_conv_names(*config) for config in CONVS):
             print(f"| {ours} (fwd + bwd) | {threads} | {1e3 * med[ours]:.1f} | {med[ours] / med[theirs]:.2f}x |")
