@@ -79,7 +79,7 @@ class GatherPlan:
         num_atoms: A, the atoms.
         num_in: N, the input points.
         stencil: the plan as a discrete convolution between two lattices
-            ([`Stencil`][inrnet.nn._stencil.Stencil]), when it is one; None otherwise.
+            (`inrnet.nn._stencil.Stencil`), when it is one; None otherwise.
     """
 
     rowptr: Tensor
@@ -111,7 +111,7 @@ class GatherPlan:
             dtype: dtype of the stored values.
             lattices: ``(points, queries)`` when both point sets are lattices in C order:
                 the plan then also records whether it is a stencil between them
-                ([`stencil_of`][inrnet.nn._stencil.stencil_of]).
+                (`inrnet.nn._stencil.stencil_of`).
 
         Returns:
             The plan of ``S [M * A, N]``.
