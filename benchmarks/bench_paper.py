@@ -108,6 +108,39 @@ def check_paper_repo(path: str | None) -> Path:
     return repo
 
 
+# ---------------------------------------------------------------- shared by both workers
+
+
+def _probe(net: nn.Module, hooks: list, example, seen: list) -> dict:
+    """One eval-mode forward of ``example`` with the point-count ``hooks`` on (they append to
+    ``seen``), then the hooks removed: ``{"params": ..., "points": "N->M, ..."}``."""
+    with torch.no_grad():
+        net.eval()
+        net(example)
+        net.train()
+    for hook in hooks:
+        hook.remove()
+    return {"params": sum(p.numel() for p in net.parameters()), "points": ", ".join(seen)}
+
+
+def _adamw_steps(name: str, net: nn.Module, batches, make_input) -> dict:
+    """``{f"{name}/{b}": step()}``: one AdamW step of cross-entropy on ``make_input(b)`` (the net's
+    input for a batch of ``b``) against fixed random labels, for each batch size."""
+    opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    steps = {}
+    for b in batches:
+        labels = torch.randint(0, NUM_CLASSES, (b,))
+
+        def step(b=b, labels=labels):
+            loss = F.cross_entropy(net(make_input(b)), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        steps[f"{name}/{b}"] = step
+    return steps
+
+
 # ---------------------------------------------------------------- the paper's side (worker)
 
 
@@ -193,25 +226,9 @@ def _paper_steps(repo: Path, models, batches, points: int):
         hooks = [m.register_forward_pre_hook(lambda m, args: seen.append(f"{args[0].coords.size(0)}->")) for m in convs]
         hooks += [m.register_forward_hook(lambda m, args, out: seen.append(seen.pop() + str(out.coords.size(0))))
                   for m in convs]
-        with torch.no_grad():
-            net.eval()
-            net(RandomINR(2))
-            net.train()
-        for hook in hooks:
-            hook.remove()
-        info[name] = {"params": sum(p.numel() for p in net.parameters()), "points": ", ".join(seen)}
-        opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-        for b in batches:
-            inr = RandomINR(b)
-            labels = torch.randint(0, NUM_CLASSES, (b,))
-
-            def step(net=net, opt=opt, inr=inr, labels=labels):
-                loss = F.cross_entropy(net(inr), labels)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-
-            steps[f"{name}/{b}"] = step
+        info[name] = _probe(net, hooks, RandomINR(2), seen)
+        inrs = {b: RandomINR(b) for b in batches}
+        steps.update(_adamw_steps(name, net, batches, inrs.__getitem__))
     return steps, info
 
 
@@ -263,26 +280,13 @@ def _our_steps(models, batches, points: int, conv: str):
         seen = []
         hooks = [m.register_forward_hook(lambda m, args, out: seen.append(f"{args[0].points.n}->{out.points.n}"))
                  for m in net.modules() if isinstance(m, ContinuousConv)]
-        with torch.no_grad():
-            net.eval()
-            net(Field(torch.randn(2, points, IN_CHANNELS), sampler.draw(0)))
-            net.train()
-        for hook in hooks:
-            hook.remove()
-        info[name] = {"params": sum(p.numel() for p in net.parameters()), "points": ", ".join(seen)}
-        opt = torch.optim.AdamW(net.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-        for b in batches:
-            labels = torch.randint(0, NUM_CLASSES, (b,))
+        info[name] = _probe(net, hooks, Field(torch.randn(2, points, IN_CHANNELS), sampler.draw(0)), seen)
 
-            def step(net=net, opt=opt, b=b, labels=labels):
-                seed[0] += 1
-                field = Field(torch.randn(b, points, IN_CHANNELS), sampler.draw(seed[0]))  # fresh, as training draws
-                loss = F.cross_entropy(net(field), labels)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        def fresh_field(b):  # fresh points every step, drawn as training draws them
+            seed[0] += 1
+            return Field(torch.randn(b, points, IN_CHANNELS), sampler.draw(seed[0]))
 
-            steps[f"{name}/{b}"] = step
+        steps.update(_adamw_steps(name, net, batches, fresh_field))
     return steps, info
 
 

@@ -80,15 +80,6 @@ class Stencil:
         return tuple(pads)
 
 
-def _unravel(flat: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """Multi-indices of C-order flat indices, Tensor[E, d]."""
-    out = []
-    for n in reversed(shape):
-        out.append(flat % n)
-        flat = flat // n
-    return torch.stack(out[::-1], -1)
-
-
 def _sub_lattice(inner: Lattice, outer: Lattice) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """``(start, stride)`` with ``outer = inner[start::stride]`` site for site, or None."""
     if len(inner.shape) != len(outer.shape):
@@ -135,9 +126,10 @@ def stencil_of(row: Tensor, col: Tensor, atom: Tensor, value: Tensor, num_atoms:
     if placement is None:
         return None
     start, stride = placement
-    q = _unravel(row, queries.shape)  # (nnz, d)
-    x = _unravel(col, points.shape)  # (nnz, d)
-    delta = x - (torch.tensor(start) + torch.tensor(stride) * q)  # (nnz, d)
+    device = row.device
+    q = torch.stack(torch.unravel_index(row, queries.shape), -1)  # (nnz, d)
+    x = torch.stack(torch.unravel_index(col, points.shape), -1)  # (nnz, d)
+    delta = x - (torch.tensor(start, device=device) + torch.tensor(stride, device=device) * q)  # (nnz, d)
     low, high = delta.amin(0), delta.amax(0)
     ks = tuple(int(k) for k in (high - low + 1).tolist())
     t = delta - low  # (nnz, d) tap multi-index
@@ -150,18 +142,18 @@ def stencil_of(row: Tensor, col: Tensor, atom: Tensor, value: Tensor, num_atoms:
     if torch.unique(row * (num_atoms * n_taps) + key).numel() != row.numel():
         return None
     size = num_atoms * n_taps
-    hi = torch.full((size,), -math.inf, dtype=torch.float64).scatter_reduce(0, key, v, "amax")
-    lo = torch.full((size,), math.inf, dtype=torch.float64).scatter_reduce(0, key, v, "amin")
+    hi = torch.full((size,), -math.inf, dtype=torch.float64, device=device).scatter_reduce(0, key, v, "amax")
+    lo = torch.full((size,), math.inf, dtype=torch.float64, device=device).scatter_reduce(0, key, v, "amin")
     present = hi > -math.inf
     if bool(((hi - lo)[present] > tol).any()):
         return None
     taps = torch.where(present, hi, torch.zeros_like(hi))  # (A * T,)
     # no entry missing: the (m, a, t) in bounds of each present tap, counted per axis
-    counts = torch.ones(n_taps, dtype=torch.long)
-    grids = torch.meshgrid(*[torch.arange(k) for k in ks], indexing="ij")
+    counts = torch.ones(n_taps, dtype=torch.long, device=device)
+    grids = torch.meshgrid(*[torch.arange(k, device=device) for k in ks], indexing="ij")
     for k in range(d):
-        qs = torch.arange(queries.shape[k])
-        offs = torch.arange(ks[k]) + int(low[k])
+        qs = torch.arange(queries.shape[k], device=device)
+        offs = torch.arange(ks[k], device=device) + int(low[k])
         pos = start[k] + stride[k] * qs[None, :] + offs[:, None]  # (k_k, M_k)
         per_axis = ((pos >= 0) & (pos < points.shape[k])).sum(1)  # (k_k,)
         counts = counts * per_axis[grids[k].reshape(-1)]

@@ -1,6 +1,7 @@
 """Every `atom_conv` backend that runs on the device against the float64 per-pair reference
 (``conv_pairs`` on the CPU over brute-force neighbours): output and the gradients of the
-input and of the atoms, in one chunk and in many, with channel groups and mirrors."""
+input and of the atoms, in one chunk and in many, with channel groups and mirrors; and the
+stencil route of plans between two lattices, on a grid."""
 
 import copy
 
@@ -64,3 +65,26 @@ def test_every_backend_matches_the_per_pair_reference(name, build, chunk_bytes, 
         got = torch.autograd.grad(out, (xd, atoms), g.to(device, torch.float32))
         for a, b in zip(got, want):
             close(a, b)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_the_stencil_route_on_a_grid_matches_the_per_pair_reference(stride, device, close):
+    """A plan between two lattices is found to be a stencil on the device too, and its discrete
+    convolution (cuDNN) gives the per-pair reference's output and gradients."""
+    layer = BSplineConv(8, 12, 3, 2 / 20, stride=stride, support_extent="basis")
+    reference = copy.deepcopy(layer).double()
+    atoms64 = reference.atoms().detach().requires_grad_()
+    x64 = torch.randn(3, 400, 8, dtype=D64, requires_grad=True)
+    ref = _reference(reference, x64, atoms64, PointSet.grid((20, 20), dtype=D64))
+    g = torch.randn(ref.shape, dtype=D64)
+    want = torch.autograd.grad(ref, (x64, atoms64), g)
+    on_device = copy.deepcopy(layer).to(device)
+    points = PointSet.grid((20, 20), device=device)
+    plan = on_device.gather_plan(points, on_device.output_points(points))
+    assert plan.stencil is not None and plan.stencil.taps.device.type == device.type
+    xd = x64.detach().float().to(device).requires_grad_()
+    atoms = atoms64.detach().float().to(device).requires_grad_()
+    out = atom_conv(xd, plan, atoms, layer.groups)  # "auto": the stencil route
+    close(out, ref)
+    for a, b in zip(torch.autograd.grad(out, (xd, atoms), g.to(device, torch.float32)), want):
+        close(a, b)
