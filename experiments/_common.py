@@ -33,7 +33,7 @@ def commit() -> str:
 
 
 def fit_and_test(config: str | Path, overrides: list[str], *, max_minutes: float | None = None,
-                 out: str | Path = "runs", checkpoint: str | Path | None = None) -> dict[str, Any]:
+                 out: str | Path = "runs", checkpoint: str | Path | None = None, fit: bool = True) -> dict[str, Any]:
     """``inrnet fit`` then ``inrnet test`` of one config, as the command line would run them.
 
     Args:
@@ -43,6 +43,7 @@ def fit_and_test(config: str | Path, overrides: list[str], *, max_minutes: float
         out: where the CSV logs go.
         checkpoint: if given, the trained model is saved there (``trainer.save_checkpoint``)
             before testing; :func:`inrnet.lightning.load_task` rebuilds it.
+        fit: ``False`` tests the model as the config builds it (e.g. shipped weights), untrained.
 
     Returns:
         ``{"metrics": {name: value}, "steps": int, "fit_minutes": float, "test_minutes": float}``.
@@ -55,7 +56,8 @@ def fit_and_test(config: str | Path, overrides: list[str], *, max_minutes: float
         args += ["--trainer.max_time", f"00:{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"]
     trainer, model, datamodule = build(args)
     start = time.monotonic()
-    trainer.fit(model, datamodule)
+    if fit:
+        trainer.fit(model, datamodule)
     fit_minutes = (time.monotonic() - start) / 60
     if checkpoint is not None:
         trainer.save_checkpoint(checkpoint)

@@ -2,6 +2,7 @@
 
 import csv
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,26 @@ def _load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_table2_script_trains_scores_and_resumes_a_pair(tmp_path, capsys):
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 4), ("test", 2)):
+        labels = torch.randint(0, 11, (n, 64, 64), generator=g)
+        labels[:, :2] = 255  # void
+        save_inrs(tmp_path / "scenes" / split, PixelINR(torch.rand(n, 1, 16, 16, generator=g), "linear"), labels)
+    table2 = _load_script("table2")
+    args = ["--root", str(tmp_path / "scenes"), "--out", str(tmp_path / "out"), "--models", "inrnet_unet", "unet",
+            "--max-steps", "1"]
+    table2.main(args)
+    inr = json.loads((tmp_path / "out" / "inrnet_unet.json").read_text())
+    pix = json.loads((tmp_path / "out" / "unet.json").read_text())
+    assert inr["steps"] == pix["steps"] == 1
+    for key in ("grid_64x64", "sobol_4096", "grid_128x128", "sobol_16384"):
+        assert 0 <= inr["metrics"][f"test/miou/{key}"] <= 1
+    assert set(k.rsplit("/", 1)[1] for k in pix["metrics"]) == {"grid_64x64", "grid_128x128"}
+    table = (tmp_path / "out" / "table2.md").read_text()
+    assert "`inrnet_unet`" in table and "`unet`" in table and "`fcn3`" not in table
+    capsys.readouterr()
+    table2.main(args)  # a finished model is skipped, not retrained
+    assert capsys.readouterr().out.count("done, skipped") == 2

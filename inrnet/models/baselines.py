@@ -1,4 +1,4 @@
-"""Pixel baselines matched layer for layer to the INR-Nets: CNN-2/4 and FCN-3/5.
+"""Pixel baselines matched layer for layer to the INR-Nets: CNN-2/4, FCN-3/5 and the U-Net.
 
 Each is the discrete twin of the INR-Net of the same number with ``conv="bspline"``:
 3x3 convs with ``padding=1``, the same strides, norms, pooling and heads, and the same
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CNNClassifier", "FCNSegmenter"]
+__all__ = ["CNNClassifier", "FCNSegmenter", "UNetSegmenter"]
 
 
 class _ConvBlock(nn.Module):
@@ -89,4 +89,38 @@ class FCNSegmenter(nn.Module):
             x = F.relu(x + self.fuse(up))
         else:
             x = self.body(x)
+        return self.head(x)
+
+
+class UNetSegmenter(nn.Module):
+    """The pixel twin of [`INRNetUNet`][inrnet.models.inr_nets.INRNetUNet]: 3x3 conv blocks,
+    stride-2 downsampling, nearest-neighbour upsampling, skip merges by concatenation.
+
+    Shapes:
+        ``forward(images [B, in_channels, H, W]) -> logits [B, num_classes, H, W]``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (16, 32, 64, 64)):
+        super().__init__()
+        widths = tuple(int(w) for w in widths)
+        if len(widths) < 2 or min(widths) < 1:
+            raise ValueError(f"widths must give at least two levels of positive widths, got {widths}")
+        self.in_channels = in_channels
+        self.encoder = nn.ModuleList()
+        c = in_channels
+        for i, w in enumerate(widths):
+            self.encoder.append(nn.Sequential(_ConvBlock(c, w, stride=2 if i else 1), _ConvBlock(w, w)))
+            c = w
+        self.decoder = nn.ModuleList(_ConvBlock(widths[i] + widths[i + 1], widths[i]) for i in range(len(widths) - 1))
+        self.head = nn.Conv2d(widths[0], num_classes, 3, padding=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        skips = [self.encoder[0](images)]
+        for level in self.encoder[1:]:
+            skips.append(level(skips[-1]))
+        x = skips.pop()
+        for i in reversed(range(len(self.decoder))):
+            skip = skips.pop()
+            up = F.interpolate(x, scale_factor=2, mode="nearest")[..., : skip.shape[2], : skip.shape[3]]
+            x = self.decoder[i](torch.cat([skip, up], 1))
         return self.head(x)

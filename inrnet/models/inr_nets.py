@@ -28,12 +28,12 @@ from torch import nn
 
 from inrnet.field import Field, PointSet
 from inrnet.neighbors import Support
-from inrnet.nn import Add, BatchNorm, BSplineConv, GlobalAvgPool, MLPConv, Pointwise, Upsample
+from inrnet.nn import Add, BatchNorm, BSplineConv, Concat, GlobalAvgPool, MLPConv, Pointwise, Upsample
 from inrnet.nn.constrained import LipschitzConv, LipschitzLinear
 from inrnet.nn.conv import ContinuousConv
 from inrnet.sampling.points import grid
 
-__all__ = ["INRNetClassifier", "INRNetSegmenter", "make_conv", "LATENTS", "layer_budget"]
+__all__ = ["INRNetClassifier", "INRNetSegmenter", "INRNetUNet", "make_conv", "LATENTS", "layer_budget"]
 
 CONVS = ("bspline", "mlp")
 LATENTS = ("points", "lattice")
@@ -205,16 +205,7 @@ class INRNetClassifier(nn.Module):
         """
         if self.latent == "points":
             return None
-        key = (points.device, points.dtype, points.bounds)
-        if key not in self._latent_points:
-            d = points.dim
-            if points.bounds != ((-1.0, 1.0),) * d:
-                raise ValueError(f"latent='lattice' lays its lattice out on [-1, 1]^{d}; the input points' bounds "
-                                 f"are {points.bounds}")
-            shape = (self.base_resolution,) * d
-            full = PointSet(grid(shape, dtype=points.dtype, device=points.device), bounds=points.bounds)
-            self._latent_points[key] = full.downsample(self.features[0].conv.stride)
-        return self._latent_points[key]
+        return _lattice(self._latent_points, points, self.base_resolution, self.features[0].conv.stride)
 
     def forward(self, field: Field) -> torch.Tensor:
         if self.latent == "points":
@@ -223,51 +214,197 @@ class INRNetClassifier(nn.Module):
         return self.head(self.pool(self.features[1:](x)))
 
 
+def _lattice(cache: dict, points: PointSet, resolution: int, stride: int = 1) -> PointSet:
+    """The ``resolution``-pixel grid of cell centres on ``[-1, 1]^d`` (its stride-``stride``
+    sub-lattice), on ``points``'s device and dtype, built once per key into ``cache``.
+
+    Raises:
+        ValueError: ``points`` are not on ``[-1, 1]^d``, the box the lattice is laid out on.
+    """
+    key = (points.device, points.dtype, points.bounds, stride)
+    if key not in cache:
+        d = points.dim
+        if points.bounds != ((-1.0, 1.0),) * d:
+            raise ValueError(f"latent='lattice' lays its lattice out on [-1, 1]^{d}; the input points' bounds "
+                             f"are {points.bounds}")
+        full = PointSet(grid((resolution,) * d, dtype=points.dtype, device=points.device), bounds=points.bounds)
+        cache[key] = full.downsample(stride) if stride != 1 else full
+    return cache[key]
+
+
 class INRNetSegmenter(nn.Module):
     """A dense INR-Net: its output is an INR, evaluated wherever the labels are.
 
     ``INR-Net-3`` (``multiscale=False``): three convs at the input resolution, the last one
     evaluated at the query points. ``INR-Net-5`` (``multiscale=True``): conv, strided conv,
-    conv, nearest-neighbour upsampling back to the input points, conv plus a residual
+    conv, nearest-neighbour upsampling back to the first conv's points, conv plus a residual
     connection to the first conv's output, and the head conv at the query points.
+
+    Args:
+        in_channels: channels of the input INRs.
+        num_classes: classes of the output logits.
+        width: channels of the first conv (the strided branch has twice as many).
+        multiscale: INR-Net-5 instead of INR-Net-3.
+        conv: ``"bspline"`` or ``"mlp"`` (see [`make_conv`][inrnet.models.inr_nets.make_conv]).
+        base_resolution: pixels per axis that the first filter's spacing refers to.
+        n_bins: Voronoi bins of MLP kernels (``None``: exact).
+        estimator: quadrature of every conv (see
+            [`INRNetClassifier`][inrnet.models.inr_nets.INRNetClassifier]).
+        latent: ``"points"`` (the paper's): every layer integrates over the input's own
+            points. ``"lattice"``: the first conv writes to the ``base_resolution`` grid
+            whatever the input points are, every later layer is an exact sum on that fixed
+            lattice, and the head conv is the only one evaluated at the query points; on a
+            ``base_resolution`` grid both are the same network (the pixel twin).
+        support_extent: ``"taps"`` or ``"basis"`` (B-spline convs; see
+            [`BSplineConv`][inrnet.nn.bspline_conv.BSplineConv]).
 
     Shapes:
         ``forward(field [B, N, in_channels], query=None) -> Field [B, M, num_classes]`` on
         ``query`` (a PointSet or Tensor[M, d]; default the input points), which is
-        ``decode(encode(field), query)``: ``encode`` runs the layers before the head once,
-        ``decode`` the head at any query points.
+        ``decode(encode(field), query)``: ``encode`` runs the layers before the head once
+        (features on the input points, or on the lattice), ``decode`` the head at any query points.
     """
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 32, multiscale: bool = False,
-                 conv: str = "bspline", base_resolution: int = 64, n_bins: int | None = 64):
+                 conv: str = "bspline", base_resolution: int = 64, n_bins: int | None = 64,
+                 estimator: str = "sum", latent: str = "points", support_extent: str = "taps"):
         super().__init__()
+        if latent not in LATENTS:
+            raise ValueError(f"latent must be one of {LATENTS}, got {latent!r}")
         self.in_channels, self.multiscale = in_channels, multiscale
+        self.latent, self.base_resolution = latent, base_resolution
+        self._lattices: dict = {}
         h = 2.0 / base_resolution
-        self.stem = _ConvBlock(make_conv(conv, in_channels, width, h, n_bins=n_bins))
+
+        def make(a: int, b: int, s: float, stride: int = 1) -> ContinuousConv:
+            return make_conv(conv, a, b, s, stride=stride, n_bins=n_bins, estimator=estimator,
+                             support_extent=support_extent)
+
+        self.stem = _ConvBlock(make(in_channels, width, h))
         if multiscale:
-            self.down = _ConvBlock(make_conv(conv, width, 2 * width, h, stride=2, n_bins=n_bins))
-            self.low = _ConvBlock(make_conv(conv, 2 * width, 2 * width, 2 * h, n_bins=n_bins))
+            self.down = _ConvBlock(make(width, 2 * width, h, stride=2))
+            self.low = _ConvBlock(make(2 * width, 2 * width, 2 * h))
             self.up = Upsample()
-            self.fuse = _ConvBlock(make_conv(conv, 2 * width, width, h, n_bins=n_bins), relu=False)
+            self.fuse = _ConvBlock(make(2 * width, width, h), relu=False)
             self.add, self.act = Add(), Pointwise(nn.ReLU())
         else:
-            self.body = _ConvBlock(make_conv(conv, width, width, h, n_bins=n_bins))
-        self.head = make_conv(conv, width, num_classes, h, n_bins=n_bins)
+            self.body = _ConvBlock(make(width, width, h))
+        self.head = make(width, num_classes, h)
+
+    def latent_points(self, points: PointSet) -> PointSet | None:
+        """The first conv's output points for inputs on ``points``: ``None`` (the input
+        points) for ``latent="points"``, else the ``base_resolution`` grid on ``points``'s
+        device and dtype (built once per key).
+
+        Raises:
+            ValueError: ``latent="lattice"`` and ``points`` are not on ``[-1, 1]^d``.
+        """
+        return None if self.latent == "points" else _lattice(self._lattices, points, self.base_resolution)
 
     def encode(self, field: Field) -> Field:
-        """Every layer but the head: features Field [B, N, width] on the input points."""
-        x = self.stem(field)
+        """Every layer but the head: features Field [B, N, width] on the input points
+        (``latent="lattice"``: on the lattice's points)."""
+        x = self.stem(field, query=self.latent_points(field.points))
         if self.multiscale:
             low = self.up(self.low(self.down(x)), x.points)
             return self.act(self.add(x, self.fuse(low)))
         return self.body(x)
 
     def decode(self, features: Field, query: PointSet | torch.Tensor | None = None) -> Field:
-        """The head conv at ``query``: each query point's logits depend on the features
-        near it only, so the queries can be evaluated in any chunks."""
+        """The head conv at ``query`` (default: the features' points): each query point's
+        logits depend on the features near it only, so the queries can be evaluated in any chunks."""
         if query is not None and not isinstance(query, PointSet):
             query = PointSet(query.to(features.points.device, features.points.dtype), bounds=features.points.bounds)
         return self.head(features, query=query)
 
     def forward(self, field: Field, query: PointSet | torch.Tensor | None = None) -> Field:
-        return self.decode(self.encode(field), query)
+        return self.decode(self.encode(field), field.points if query is None else query)
+
+
+class INRNetUNet(nn.Module):
+    """A multi-scale INR-Net segmenter (the paper's Fig. 2, right): an encoder that halves
+    the resolution at each level, a decoder that upsamples back, merging each level's
+    encoder features by a skip connection, and a head conv at the query points.
+
+    Level ``i`` has ``widths[i]`` channels on points ``2^i`` times sparser per axis: two
+    conv blocks (conv, BatchNorm, ReLU; the first strided for ``i > 0``). Going up, the
+    coarser decoder output is upsampled (nearest neighbour) to level ``i``'s points,
+    concatenated with level ``i``'s encoder features ([`Concat`][inrnet.nn.resample.Concat])
+    and mixed by one conv block to ``widths[i]`` channels. The head is a 3x3 conv to
+    ``num_classes`` at the query points.
+
+    Args:
+        in_channels: channels of the input INRs.
+        num_classes: classes of the output logits.
+        widths: channels per level, finest first (at least two levels).
+        conv: ``"bspline"`` or ``"mlp"``.
+        base_resolution: pixels per axis of the finest level's grid (its filter spacing).
+        n_bins: Voronoi bins of MLP kernels (``None``: exact).
+        estimator: quadrature of every conv.
+        latent: ``"lattice"`` (default): the first conv writes to the ``base_resolution``
+            grid, every later layer is an exact sum on that lattice and its strided
+            sub-lattices, and only the first conv integrates over the input points and only
+            the head is evaluated at the query points. ``"points"``: every layer runs on the
+            input points and their strided subsets (the paper's scheme).
+        support_extent: ``"taps"`` or ``"basis"`` (B-spline convs).
+
+    Shapes:
+        ``forward(field [B, N, in_channels], query=None) -> Field [B, M, num_classes]`` on
+        ``query`` (default the input points) = ``decode(encode(field), query)``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (16, 32, 64, 64),
+                 conv: str = "bspline", base_resolution: int = 64, n_bins: int | None = 64,
+                 estimator: str = "sum", latent: str = "lattice", support_extent: str = "basis"):
+        super().__init__()
+        if latent not in LATENTS:
+            raise ValueError(f"latent must be one of {LATENTS}, got {latent!r}")
+        widths = tuple(int(w) for w in widths)
+        if len(widths) < 2 or min(widths) < 1:
+            raise ValueError(f"widths must give at least two levels of positive widths, got {widths}")
+        self.in_channels, self.latent, self.base_resolution = in_channels, latent, base_resolution
+        self._lattices: dict = {}
+
+        def make(a: int, b: int, s: float, stride: int = 1) -> ContinuousConv:
+            return make_conv(conv, a, b, s, stride=stride, n_bins=n_bins, estimator=estimator,
+                             support_extent=support_extent)
+
+        h = 2.0 / base_resolution
+        self.encoder = nn.ModuleList()
+        c = in_channels
+        for i, w in enumerate(widths):
+            # a strided conv's taps are on the finer level's spacing; the level's own convs on its spacing
+            first = make(c, w, h * 2 ** (i - 1), stride=2) if i else make(c, w, h)
+            self.encoder.append(nn.Sequential(_ConvBlock(first), _ConvBlock(make(w, w, h * 2 ** i))))
+            c = w
+        self.up, self.concat = Upsample(), Concat()
+        self.decoder = nn.ModuleList(_ConvBlock(make(widths[i] + widths[i + 1], widths[i], h * 2 ** i))
+                                     for i in range(len(widths) - 1))
+        self.head = make(widths[0], num_classes, h)
+
+    def latent_points(self, points: PointSet) -> PointSet | None:
+        """The first conv's output points: ``None`` (the input points) for
+        ``latent="points"``, else the ``base_resolution`` grid (built once per key)."""
+        return None if self.latent == "points" else _lattice(self._lattices, points, self.base_resolution)
+
+    def encode(self, field: Field) -> Field:
+        """Every layer but the head: features Field [B, N, widths[0]] on the finest level's points."""
+        first, rest = self.encoder[0]
+        x = rest(first(field, query=self.latent_points(field.points)))
+        skips = [x]
+        for level in self.encoder[1:]:
+            skips.append(level(skips[-1]))
+        x = skips.pop()
+        for i in reversed(range(len(self.decoder))):
+            skip = skips.pop()
+            x = self.decoder[i](self.concat(skip, self.up(x, skip.points)))
+        return x
+
+    def decode(self, features: Field, query: PointSet | torch.Tensor | None = None) -> Field:
+        """The head conv at ``query`` (default: the features' points)."""
+        if query is not None and not isinstance(query, PointSet):
+            query = PointSet(query.to(features.points.device, features.points.dtype), bounds=features.points.bounds)
+        return self.head(features, query=query)
+
+    def forward(self, field: Field, query: PointSet | torch.Tensor | None = None) -> Field:
+        return self.decode(self.encode(field), field.points if query is None else query)

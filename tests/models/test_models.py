@@ -9,11 +9,13 @@ from inrnet.sampling import sobol
 from inrnet.testing import grid_field
 
 PAIRS = [("inrnet2", "cnn2", {}), ("inrnet4", "cnn4", {}), ("inrnet3", "fcn3", {"width": 8}),
-         ("inrnet5", "fcn5", {"width": 8})]
+         ("inrnet5", "fcn5", {"width": 8}), ("inrnet_unet", "unet", {"widths": (4, 8, 8)})]
+SEGMENTERS = ("inrnet3", "inrnet5", "inrnet_unet")
 
 
 def test_registry_lists_and_rebuilds():
-    assert {"inrnet2", "inrnet3", "inrnet4", "inrnet5", "cnn2", "cnn4", "fcn3", "fcn5"} <= set(list_models())
+    assert {"inrnet2", "inrnet3", "inrnet4", "inrnet5", "cnn2", "cnn4", "fcn3", "fcn5", "inrnet_unet",
+            "unet"} <= set(list_models())
     m = create_model("inrnet4", in_channels=3, num_classes=12, widths=(8, 16), base_resolution=32)
     config = model_config(m)
     assert config == {"name": "inrnet4", "in_channels": 3, "num_classes": 12, "widths": (8, 16),
@@ -39,7 +41,7 @@ def test_estimator_reaches_every_conv():
 @pytest.mark.parametrize("size", [16, 15])
 def test_bspline_inrnet_is_the_exact_twin_of_its_baseline(inr_name, cnn_name, kw, size):
     torch.manual_seed(0)
-    c = 3 if inr_name in ("inrnet3", "inrnet5") else 1
+    c = 3 if inr_name in SEGMENTERS else 1
     cnn = create_model(cnn_name, in_channels=c, **kw).double().eval()
     inr = create_model(inr_name, in_channels=c, base_resolution=size, **kw).double().eval()
     # give the norms non-trivial running statistics, then copy every weight across
@@ -96,6 +98,47 @@ def test_lattice_latent_refuses_what_it_cannot_place():
     with pytest.raises(ValueError, match="latent must be one of"):
         create_model("inrnet2", latent="grid")
     inr = create_model("inrnet2", latent="lattice")
+    pts = PointSet(sobol(64, 2, seed=0) * 0.5, bounds=[(-0.5, 0.5)] * 2)
+    with pytest.raises(ValueError, match="lays its lattice out on"):
+        inr(type(grid_field(torch.zeros(1, 1, 4, 4)))(torch.zeros(1, 64, 1), pts))
+
+
+@pytest.mark.parametrize("name,cnn_name,kw", PAIRS[2:])
+@pytest.mark.parametrize("size", [16, 15])
+def test_lattice_latent_segmenters_are_twins_on_the_grid_and_answer_any_query(name, cnn_name, kw, size):
+    torch.manual_seed(0)
+    cnn = create_model(cnn_name, in_channels=1, num_classes=3, **kw).double().eval()
+    inr = create_model(name, in_channels=1, num_classes=3, base_resolution=size, latent="lattice",
+                       support_extent="basis", **kw).double().eval()
+    inr.load_state_dict(cnn.state_dict())
+    x = torch.randn(2, 1, size, size, dtype=torch.float64)
+    ref = cnn(x).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(inr(grid_field(x)).values, ref, rtol=1e-9, atol=1e-9)
+    # scattered input: the features live on the size x size lattice, whatever the density
+    for n in (300, 1200):
+        pts = PointSet(sobol(n, 2, seed=n, dtype=torch.float64))
+        field = type(grid_field(x))(torch.randn(2, n, 1, dtype=torch.float64), pts)
+        features = inr.encode(field)
+        assert features.points is inr.latent_points(pts) and features.points.lattice.shape == (size, size)
+        assert inr(field).values.shape == (2, n, 3)  # default query: the input points
+        query = torch.rand(11, 2, dtype=torch.float64) * 2 - 1
+        out = inr(field, query)
+        assert out.values.shape == (2, 11, 3) and torch.equal(out.coords, query)
+        # chunked queries answer the same as one query
+        torch.testing.assert_close(torch.cat([inr.decode(features, query[:5]).values,
+                                              inr.decode(features, query[5:]).values], 1), out.values)
+
+
+def test_segmenters_refuse_what_they_cannot_place():
+    with pytest.raises(ValueError, match="latent must be one of"):
+        create_model("inrnet3", latent="grid")
+    with pytest.raises(ValueError, match="latent must be one of"):
+        create_model("inrnet_unet", latent="grid")
+    with pytest.raises(ValueError, match="at least two levels"):
+        create_model("inrnet_unet", widths=(8,))
+    with pytest.raises(ValueError, match="at least two levels"):
+        create_model("unet", widths=(8, 0))
+    inr = create_model("inrnet_unet", in_channels=1, widths=(4, 4), base_resolution=8)
     pts = PointSet(sobol(64, 2, seed=0) * 0.5, bounds=[(-0.5, 0.5)] * 2)
     with pytest.raises(ValueError, match="lays its lattice out on"):
         inr(type(grid_field(torch.zeros(1, 1, 4, 4)))(torch.zeros(1, 64, 1), pts))
