@@ -29,19 +29,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CONFIGS, stamp  # noqa: E402
+from _common import CONFIGS, stamp, write_json  # noqa: E402
 
 PAIRS = [("inrnet3", "fcn3", "INR-Net-3", "FCN-3"), ("inrnet5", "fcn5", "INR-Net-5", "FCN-5"),
          ("inrnet_unet", "unet", "multi-scale INR-Net (U-Net)", "pixel U-Net")]
 MODELS = [m for pair in PAIRS for m in pair[:2]]
 SETTINGS = [("grid_64x64", "1x", "64x64 grid"), ("sobol_4096", "1x", "4096 Sobol"),
             ("grid_128x128", "2x", "128x128 grid"), ("sobol_16384", "2x", "16384 Sobol")]
-
-
-def _atomic_json(path: Path, data) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def run_model(model: str, args: argparse.Namespace) -> dict:
@@ -108,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{model}: done, skipped ({out / f'{model}.json'})", flush=True)
                 continue
             record = run_model(model, args)
-            _atomic_json(out / f"{model}.json", record)
+            write_json(out / f"{model}.json", record)
             print(model, record["steps"], {k: round(v, 4) for k, v in record["metrics"].items()}, flush=True)
     text = table(out)
     (out / "table2.md").write_text(text)

@@ -194,7 +194,7 @@ def _load_script(name: str):
     return module
 
 
-def test_table2_script_trains_scores_and_resumes_a_pair(tmp_path, capsys):
+def test_table2_script_trains_scores_and_skips_a_finished_pair(tmp_path, capsys):
     g = torch.Generator().manual_seed(0)
     for split, n in (("train", 4), ("test", 2)):
         labels = torch.randint(0, 11, (n, 64, 64), generator=g)

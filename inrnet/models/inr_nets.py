@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import nn
@@ -228,11 +229,51 @@ def _lattice(cache: dict, points: PointSet, resolution: int, stride: int = 1) ->
             raise ValueError(f"latent='lattice' lays its lattice out on [-1, 1]^{d}; the input points' bounds "
                              f"are {points.bounds}")
         full = PointSet(grid((resolution,) * d, dtype=points.dtype, device=points.device), bounds=points.bounds)
-        cache[key] = full.downsample(stride) if stride != 1 else full
+        cache[key] = full.downsample(stride)  # stride 1: the grid itself
     return cache[key]
 
 
-class INRNetSegmenter(nn.Module):
+class _DenseINRNet(nn.Module):
+    """What the dense INR-Nets share: where the first conv writes (``latent``), the head conv
+    at the query points (``decode``), and ``forward = decode(encode(field), query)``.
+    Subclasses build ``self.head`` and define ``encode``."""
+
+    head: ContinuousConv
+
+    def __init__(self, in_channels: int, latent: str, base_resolution: int):
+        super().__init__()
+        if latent not in LATENTS:
+            raise ValueError(f"latent must be one of {LATENTS}, got {latent!r}")
+        self.in_channels, self.latent, self.base_resolution = in_channels, latent, base_resolution
+        self._lattices: dict = {}
+
+    def latent_points(self, points: PointSet) -> PointSet | None:
+        """The first conv's output points for inputs on ``points``: ``None`` (the input
+        points) for ``latent="points"``, else the ``base_resolution`` grid on ``points``'s
+        device and dtype (built once per key).
+
+        Raises:
+            ValueError: ``latent="lattice"`` and ``points`` are not on ``[-1, 1]^d``.
+        """
+        return None if self.latent == "points" else _lattice(self._lattices, points, self.base_resolution)
+
+    def encode(self, field: Field) -> Field:
+        """Every layer but the head (the subclass's)."""
+        raise NotImplementedError
+
+    def decode(self, features: Field, query: PointSet | torch.Tensor | None = None) -> Field:
+        """The head conv at ``query`` (a PointSet or Tensor[M, d]; default: the features'
+        points): Field [B, M, num_classes]. Each query point's logits depend on the features
+        near it only, so the queries can be evaluated in any chunks."""
+        if query is not None and not isinstance(query, PointSet):
+            query = PointSet(query.to(features.points.device, features.points.dtype), bounds=features.points.bounds)
+        return self.head(features, query=query)
+
+    def forward(self, field: Field, query: PointSet | torch.Tensor | None = None) -> Field:
+        return self.decode(self.encode(field), field.points if query is None else query)
+
+
+class INRNetSegmenter(_DenseINRNet):
     """A dense INR-Net: its output is an INR, evaluated wherever the labels are.
 
     ``INR-Net-3`` (``multiscale=False``): three convs at the input resolution, the last one
@@ -268,18 +309,10 @@ class INRNetSegmenter(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, width: int = 32, multiscale: bool = False,
                  conv: str = "bspline", base_resolution: int = 64, n_bins: int | None = 64,
                  estimator: str = "sum", latent: str = "points", support_extent: str = "taps"):
-        super().__init__()
-        if latent not in LATENTS:
-            raise ValueError(f"latent must be one of {LATENTS}, got {latent!r}")
-        self.in_channels, self.multiscale = in_channels, multiscale
-        self.latent, self.base_resolution = latent, base_resolution
-        self._lattices: dict = {}
+        super().__init__(in_channels, latent, base_resolution)
+        self.multiscale = multiscale
+        make = partial(make_conv, conv, n_bins=n_bins, estimator=estimator, support_extent=support_extent)
         h = 2.0 / base_resolution
-
-        def make(a: int, b: int, s: float, stride: int = 1) -> ContinuousConv:
-            return make_conv(conv, a, b, s, stride=stride, n_bins=n_bins, estimator=estimator,
-                             support_extent=support_extent)
-
         self.stem = _ConvBlock(make(in_channels, width, h))
         if multiscale:
             self.down = _ConvBlock(make(width, 2 * width, h, stride=2))
@@ -291,16 +324,6 @@ class INRNetSegmenter(nn.Module):
             self.body = _ConvBlock(make(width, width, h))
         self.head = make(width, num_classes, h)
 
-    def latent_points(self, points: PointSet) -> PointSet | None:
-        """The first conv's output points for inputs on ``points``: ``None`` (the input
-        points) for ``latent="points"``, else the ``base_resolution`` grid on ``points``'s
-        device and dtype (built once per key).
-
-        Raises:
-            ValueError: ``latent="lattice"`` and ``points`` are not on ``[-1, 1]^d``.
-        """
-        return None if self.latent == "points" else _lattice(self._lattices, points, self.base_resolution)
-
     def encode(self, field: Field) -> Field:
         """Every layer but the head: features Field [B, N, width] on the input points
         (``latent="lattice"``: on the lattice's points)."""
@@ -310,18 +333,8 @@ class INRNetSegmenter(nn.Module):
             return self.act(self.add(x, self.fuse(low)))
         return self.body(x)
 
-    def decode(self, features: Field, query: PointSet | torch.Tensor | None = None) -> Field:
-        """The head conv at ``query`` (default: the features' points): each query point's
-        logits depend on the features near it only, so the queries can be evaluated in any chunks."""
-        if query is not None and not isinstance(query, PointSet):
-            query = PointSet(query.to(features.points.device, features.points.dtype), bounds=features.points.bounds)
-        return self.head(features, query=query)
 
-    def forward(self, field: Field, query: PointSet | torch.Tensor | None = None) -> Field:
-        return self.decode(self.encode(field), field.points if query is None else query)
-
-
-class INRNetUNet(nn.Module):
+class INRNetUNet(_DenseINRNet):
     """A multi-scale INR-Net segmenter (the paper's Fig. 2, right): an encoder that halves
     the resolution at each level, a decoder that upsamples back, merging each level's
     encoder features by a skip connection, and a head conv at the query points.
@@ -356,19 +369,11 @@ class INRNetUNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (16, 32, 64, 64),
                  conv: str = "bspline", base_resolution: int = 64, n_bins: int | None = 64,
                  estimator: str = "sum", latent: str = "lattice", support_extent: str = "basis"):
-        super().__init__()
-        if latent not in LATENTS:
-            raise ValueError(f"latent must be one of {LATENTS}, got {latent!r}")
+        super().__init__(in_channels, latent, base_resolution)
         widths = tuple(int(w) for w in widths)
         if len(widths) < 2 or min(widths) < 1:
             raise ValueError(f"widths must give at least two levels of positive widths, got {widths}")
-        self.in_channels, self.latent, self.base_resolution = in_channels, latent, base_resolution
-        self._lattices: dict = {}
-
-        def make(a: int, b: int, s: float, stride: int = 1) -> ContinuousConv:
-            return make_conv(conv, a, b, s, stride=stride, n_bins=n_bins, estimator=estimator,
-                             support_extent=support_extent)
-
+        make = partial(make_conv, conv, n_bins=n_bins, estimator=estimator, support_extent=support_extent)
         h = 2.0 / base_resolution
         self.encoder = nn.ModuleList()
         c = in_channels
@@ -382,11 +387,6 @@ class INRNetUNet(nn.Module):
                                      for i in range(len(widths) - 1))
         self.head = make(widths[0], num_classes, h)
 
-    def latent_points(self, points: PointSet) -> PointSet | None:
-        """The first conv's output points: ``None`` (the input points) for
-        ``latent="points"``, else the ``base_resolution`` grid (built once per key)."""
-        return None if self.latent == "points" else _lattice(self._lattices, points, self.base_resolution)
-
     def encode(self, field: Field) -> Field:
         """Every layer but the head: features Field [B, N, widths[0]] on the finest level's points."""
         first, rest = self.encoder[0]
@@ -399,12 +399,3 @@ class INRNetUNet(nn.Module):
             skip = skips.pop()
             x = self.decoder[i](self.concat(skip, self.up(x, skip.points)))
         return x
-
-    def decode(self, features: Field, query: PointSet | torch.Tensor | None = None) -> Field:
-        """The head conv at ``query`` (default: the features' points)."""
-        if query is not None and not isinstance(query, PointSet):
-            query = PointSet(query.to(features.points.device, features.points.dtype), bounds=features.points.bounds)
-        return self.head(features, query=query)
-
-    def forward(self, field: Field, query: PointSet | torch.Tensor | None = None) -> Field:
-        return self.decode(self.encode(field), field.points if query is None else query)

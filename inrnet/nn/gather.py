@@ -211,7 +211,6 @@ def list_backends(device: torch.device | str | None = None) -> list[str]:
 register_backend("embedding_bag", embedding_bag_conv)
 
 
-
 def _backend(name: str, device: torch.device) -> AtomConvBackend:
     if name == "auto":
         return _BACKENDS[list_backends(device)[0]].fn
