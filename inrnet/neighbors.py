@@ -20,6 +20,9 @@ that lattice points exactly on the support boundary are kept, and pairs are sort
 
 * ``"kdtree"``: scipy's cKDTree, the CPU default;
 * ``"cells"``: a cell list in torch, ``O(N + M + E)`` on any device, the GPU default;
+* ``"lattice"``: when the queries are a lattice's points in C order (a latent lattice, a
+  grid of outputs), each point's candidate queries by index arithmetic, ``O(N + E)`` in
+  torch on any device with no tree or cell list; the default for such queries;
 * ``"brute"``: the ``O(N M)`` distance test, the reference the tests use.
 
 Nothing is ever truncated: every pair inside the support is returned.
@@ -47,7 +50,7 @@ from inrnet.field import PointSet
 __all__ = ["Support", "Neighbors", "neighbors", "find_neighbors", "nearest", "tiled_box", "csr_indptr",
            "stable_argsort", "BACKENDS", "NEAREST_BACKENDS"]
 
-BACKENDS = ("auto", "kdtree", "cells", "brute")
+BACKENDS = ("auto", "kdtree", "cells", "lattice", "brute")
 NEAREST_BACKENDS = ("auto", "kdtree", "torch", "brute")
 
 SUPPORT_TOL = 1e-6
@@ -161,10 +164,16 @@ def neighbors(points: PointSet, queries: PointSet, support: Support, *, reflect:
         inset: with ``reflect``, how far inside the box's faces the mirror planes lie, per
             axis or one number for all (``0``: numpy's ``'symmetric'``; half a pixel:
             torch's ``'reflect'``).
-        backend: ``"auto"``, ``"kdtree"``, ``"cells"`` or ``"brute"``.
+        backend: ``"auto"``, ``"kdtree"``, ``"cells"``, ``"lattice"`` (queries that are a
+            lattice in C order only) or ``"brute"``; ``"auto"`` is ``"lattice"`` where it
+            applies, else ``"kdtree"`` on the CPU and ``"cells"`` elsewhere.
 
     Returns:
         The CSR pairs, rows = the ``M`` queries.
+
+    Raises:
+        ValueError: mismatched dimensions or devices, an unknown backend, or
+            ``backend="lattice"`` for queries that are not a lattice in C order.
     """
     if queries.dim != points.dim:
         raise ValueError(f"query points have dimension {queries.dim}, points have dimension {points.dim}")
@@ -183,8 +192,12 @@ def find_neighbors(points: PointSet, queries: PointSet, support: Support, *, ref
     if queries.device != points.device:
         raise ValueError(f"queries are on {queries.device}, points on {points.device}")
     support = support.for_dim(points.dim)
+    on_lattice = _query_lattice(queries)
+    if backend == "lattice" and on_lattice is None:
+        raise ValueError("backend='lattice' needs queries that are a lattice's points in C order (PointSet.lattice "
+                         f"with order='lattice'); these have order={queries.order!r}")
     if backend == "auto":
-        backend = "kdtree" if points.device.type == "cpu" else "cells"
+        backend = "lattice" if on_lattice is not None else "kdtree" if points.device.type == "cpu" else "cells"
     x = points.coords.double()  # (N, d)
     q = queries.coords.double()  # (M, d)
     # pairs exactly on the support boundary (lattice ties) must survive the rounding of
@@ -202,11 +215,13 @@ def find_neighbors(points: PointSet, queries: PointSet, support: Support, *, ref
     elif backend == "kdtree":
         same = queries is points and not reflect and not any(support.center)
         row, j = _kdtree_candidates(center, x, reach, support.shape, same=same)
+    elif backend == "lattice":
+        row, j = _lattice_candidates(on_lattice, x - x.new_tensor(support.center), reach)
     else:
         row, j = _cell_candidates(center, x, reach)
     # sort the candidate keys, then gather the offsets once, already in CSR order
     n = x.shape[0]
-    key = _sort_keys(row * n + j, rows_sorted=backend != "kdtree")  # (C,)
+    key = _sort_keys(row * n + j, rows_sorted=backend not in ("kdtree", "lattice"))  # (C,)
     row, j = key // n, key % n
     offset = x[j] - q[row]  # (C, d), float64
     keep = support.contains(offset, atol)
@@ -382,6 +397,50 @@ def _kdtree_candidates(center: Tensor, x: Tensor, reach: Tensor, shape: str, *, 
     row = torch.from_numpy(pairs["i"].astype(np.int64)).to(center.device)
     col = torch.from_numpy(pairs["j"].astype(np.int64)).to(center.device)
     return row, col
+
+
+def _query_lattice(queries: PointSet):
+    """The queries' lattice if they are its points in C order with positive finite steps, else None."""
+    lat = queries.lattice
+    if lat is None or queries.order != "lattice" or queries.n == 0:
+        return None
+    if not all(math.isfinite(h) and h > 0 for h in lat.step):
+        return None
+    return lat
+
+
+def _lattice_candidates(lattice, x: Tensor, reach: Tensor, chunk: int = 1 << 22) -> tuple[Tensor, Tensor]:
+    """Candidate pairs of queries on ``lattice`` (its points in C order) and points ``x``
+    (Tensor[N, d], float64, already shifted by minus the support's centre): for point ``j``
+    and axis ``k``, the lattice indices ``i`` with ``|x_jk - (origin_k + i step_k)| <= reach_k``
+    (``reach`` already holds a slack beyond the exact test in
+    [`find_neighbors`][inrnet.neighbors.find_neighbors], which decides). ``(rows, cols)``,
+    point-major; for a box support they are the pairs."""
+    n, d = x.shape
+    origin = x.new_tensor(lattice.origin)
+    step = x.new_tensor(lattice.step)
+    shape = torch.tensor(lattice.shape, dtype=torch.long, device=x.device)
+    # candidate sites per axis: every site the support can reach, and no more than an axis has
+    # (``lo`` starts at site 0 at the latest, so ``lo .. lo + span - 1`` still covers ``lo .. hi``)
+    span = min(int(torch.floor(2 * reach / step).max()) + 2, max(lattice.shape))
+    offs = torch.arange(span, device=x.device)
+    per_chunk = max(1, chunk // span ** d)  # points per chunk
+    rows, cols = [], []
+    for start in range(0, n, per_chunk):
+        xs = x[start:start + per_chunk]  # (m, d)
+        lo = torch.ceil((xs - reach - origin) / step).long().clamp_min(0)  # (m, d): first candidate site
+        hi = torch.floor((xs + reach - origin) / step).long()  # (m, d): last
+        flat = torch.zeros(xs.shape[0], 1, dtype=torch.long, device=x.device)  # (m, 1)
+        valid = torch.ones(xs.shape[0], 1, dtype=torch.bool, device=x.device)
+        for k in range(d):  # C order: flat = ((i_0 * n_1 + i_1) * n_2 + i_2) ...
+            idx = lo[:, k, None] + offs  # (m, span)
+            ok = (idx >= 0) & (idx < shape[k]) & (idx <= hi[:, k, None])
+            flat = (flat[:, :, None] * shape[k] + idx[:, None, :]).reshape(xs.shape[0], -1)
+            valid = (valid[:, :, None] & ok[:, None, :]).reshape(xs.shape[0], -1)
+        point = torch.arange(start, start + xs.shape[0], device=x.device)[:, None].expand_as(flat)
+        rows.append(flat[valid])
+        cols.append(point[valid])
+    return torch.cat(rows), torch.cat(cols)
 
 
 def _cell_candidates(center: Tensor, x: Tensor, reach: Tensor, max_candidates: int = 1 << 24

@@ -14,6 +14,8 @@ from inrnet.neighbors import BACKENDS, NEAREST_BACKENDS, _cell_candidates, find_
 from inrnet.sampling import grid, sobol, uniform
 
 SEARCH_BACKENDS = ["brute", "kdtree", "cells"]
+LATTICE_BACKENDS = SEARCH_BACKENDS + ["lattice"]
+"""Backends for queries that are a lattice in C order (``"lattice"`` needs them)."""
 HALF_WIDTH = {1: (0.15,), 2: (0.3, 0.2), 3: (0.5, 0.45, 0.4)}
 SHIFT = (0.07, -0.05, 0.03)
 
@@ -132,7 +134,7 @@ def _per_axis(n, lo, hi):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("backend", SEARCH_BACKENDS)
+@pytest.mark.parametrize("backend", LATTICE_BACKENDS)
 def test_lattice_ties_are_kept(backend, dtype):
     p = PointSet.grid((8, 8), dtype=dtype)
     h = 0.25
@@ -154,7 +156,7 @@ def test_lattice_ties_are_kept(backend, dtype):
         assert bool((counts(Support(radius * h, "ball"), reflect=True) == expected).all())
 
 
-@pytest.mark.parametrize("backend", SEARCH_BACKENDS)
+@pytest.mark.parametrize("backend", LATTICE_BACKENDS)
 def test_reflect_on_a_lattice_mirrors_across_the_domain_faces(backend):
     # The corner cell's 3x3 window: itself, its 3 neighbours and the 5 mirror images
     # outside the domain, which repeat the border cells (0 four times, 1 and 8 twice).
@@ -166,7 +168,7 @@ def test_reflect_on_a_lattice_mirrors_across_the_domain_faces(backend):
     assert offsets == sorted(itertools.product((-1, 0, 1), repeat=2))
 
 
-@pytest.mark.parametrize("backend", SEARCH_BACKENDS)
+@pytest.mark.parametrize("backend", LATTICE_BACKENDS)
 def test_lattice_ties_are_kept_on_float32_non_dyadic_grids(backend):
     # float32 rounds -1 + (2i + 1) / n by up to ~6e-8, a relative 1e-5 of a 224-pixel cell
     for n in (28, 100, 224, 1000):
@@ -191,6 +193,59 @@ def test_reflect_keeps_mirror_ties_for_queries_on_the_domain_face(backend):
     for i in range(6):
         nb = find_neighbors(p, q, Support((2 * i + 1) / 28), reflect=True, backend=backend)
         assert sorted(nb.col.tolist()) == sorted(2 * list(range(i + 1))), i
+
+
+# --------------------------------------------------------------------------------------
+# The lattice backend: scattered points, queries on a lattice (a latent grid, a sub-lattice)
+# --------------------------------------------------------------------------------------
+LATTICE_QUERIES = {1: ((9,), None), 2: ((7, 5), None), 3: ((4, 3, 5), None), "sub": ((12, 10), 3)}
+
+
+@pytest.mark.parametrize("reflect", [False, True], ids=["plain", "reflect"])
+@pytest.mark.parametrize("shifted", [False, True], ids=["centred", "shifted"])
+@pytest.mark.parametrize("shape", ["box", "ball"])
+@pytest.mark.parametrize("case", [1, 2, 3, "sub"])
+def test_lattice_backend_matches_brute_force_double_loop(case, shape, shifted, reflect):
+    grid_shape, stride = LATTICE_QUERIES[case]
+    d = len(grid_shape)
+    points = _points(d)
+    queries = PointSet.grid(grid_shape)
+    if stride:  # a strided layer's outputs: the sub-lattice [1::stride], its own origin and step
+        lattice, index = queries.lattice.sub((1,) * d, (stride,) * d, grid_shape)
+        queries = queries.subset(index, lattice=lattice, order="lattice")
+    support = Support(HALF_WIDTH[d], shape, SHIFT[:d] if shifted else None)
+    expected = reference_pairs(points, queries, support, reflect)
+    assert len(expected) > queries.n
+    nb = find_neighbors(points, queries, support, reflect=reflect, backend="lattice")
+    assert_same_pairs(as_pairs(nb), expected)
+    auto = find_neighbors(points, queries, support, reflect=reflect)
+    assert torch.equal(auto.col, nb.col) and torch.equal(auto.indptr, nb.indptr)
+
+
+@pytest.mark.parametrize("shape", [(3, 3), (2, 5), (1, 4)])
+def test_lattice_backend_with_supports_wider_than_the_lattice(shape):
+    # a coarse level of a U-Net: its support spans the whole lattice and beyond
+    queries = PointSet.grid(shape)
+    for points in (queries, PointSet(sobol(40, 2, seed=2))):
+        for support in (Support(1.3), Support(3.0), Support((2.5, 0.7), "ball", (0.4, -0.3))):
+            expected = reference_pairs(points, queries, support, False)
+            assert_same_pairs(as_pairs(find_neighbors(points, queries, support, backend="lattice")), expected)
+
+
+def test_lattice_backend_chunks_give_the_same_pairs(monkeypatch):
+    from inrnet import neighbors as nb_module
+    points, queries = PointSet(sobol(300, 2, seed=4)), PointSet.grid((16, 16))
+    whole = find_neighbors(points, queries, Support(0.2), backend="lattice")
+    real = nb_module._lattice_candidates
+    monkeypatch.setattr(nb_module, "_lattice_candidates", lambda *a: real(*a, chunk=50))  # a few points per chunk
+    chunked = find_neighbors(points, queries, Support(0.2), backend="lattice")
+    assert torch.equal(whole.col, chunked.col) and torch.equal(whole.indptr, chunked.indptr)
+
+
+def test_lattice_backend_refuses_queries_off_a_lattice():
+    points = _points(2)
+    with pytest.raises(ValueError, match="lattice's points in C order"):
+        find_neighbors(points, PointSet(uniform(20, 2, seed=3)), Support(0.2), backend="lattice")
 
 
 # --------------------------------------------------------------------------------------
