@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from inrnet.inr import INRBatch, INRDataset, INRFamily, PixelINR
-from inrnet.sampling import SCHEMES, Sampler
+from inrnet.sampling import SCHEMES, MixedSampler, Sampler
 
 __all__ = ["INRDatasetLike", "InMemoryINRDataset", "SubsetINRDataset", "random_subset", "open_dataset",
            "parse_sampler", "setting_name"]
@@ -181,21 +181,30 @@ def open_dataset(dataset: str | os.PathLike | INRDatasetLike, split: str, root: 
 _SPEC = re.compile(r"^\s*(?P<scheme>[a-z]+)\s*:\s*(?P<size>\d+(?:\s*x\s*\d+)*|\d+\s*-\s*\d+)\s*$")
 
 
-def parse_sampler(spec: str | Sampler, dim: int | None = None, *, seed: int = 0, rescramble: bool = True,
-                  device=None) -> Sampler:
+def parse_sampler(spec: str | Sampler | MixedSampler, dim: int | None = None, *, seed: int = 0,
+                  rescramble: bool = True, device=None) -> Sampler | MixedSampler:
     """A [`Sampler`][inrnet.sampling.sampler.Sampler] from a spec string (a Sampler is returned as is).
 
     ``"sobol:1024"`` (also ``halton``, ``shrunk``, ``mc``) draws 1024 points in ``[-1, 1]^dim``
     (``dim`` default 2); ``"sobol:784-3136"`` draws a fresh count per step, log-uniformly
     between 784 and 3136 (mixed-density training; rescrambling samplers only);
     ``"grid:28x28"`` is the grid of cell centres of a 28x28 image (``"grid:28"`` in 1D; if
-    ``dim`` is given the grid's rank must equal it).
+    ``dim`` is given the grid's rank must equal it). Specs joined by ``|`` are a
+    [`MixedSampler`][inrnet.sampling.sampler.MixedSampler] for training: each step draws from
+    one of them, e.g. ``"grid:64x64|sobol:4096-16384"`` (the pixel lattice half the steps).
 
     Raises:
-        ValueError: a malformed spec, an unknown scheme, or a grid of the wrong rank.
+        ValueError: a malformed spec, an unknown scheme, a grid of the wrong rank, or a
+            mixture for evaluation (``rescramble=False``).
     """
-    if isinstance(spec, Sampler):
+    if isinstance(spec, (Sampler, MixedSampler)):
         return spec
+    if "|" in str(spec):
+        if not rescramble:
+            raise ValueError(f"a mixture of samplers {spec!r} draws a different point set at every step: it is a "
+                             "training sampler; evaluate on each of its parts instead")
+        parts = [parse_sampler(part, dim, seed=seed, rescramble=True, device=device) for part in str(spec).split("|")]
+        return MixedSampler(parts, seed=seed)
     match = _SPEC.match(str(spec))
     if match is None:
         raise ValueError(f"sampler spec must look like 'sobol:1024', 'sobol:784-3136' or 'grid:28x28', got {spec!r}")
@@ -217,12 +226,14 @@ def parse_sampler(spec: str | Sampler, dim: int | None = None, *, seed: int = 0,
     return Sampler(scheme, sizes[0], dim or 2, seed=seed, rescramble=rescramble, device=device)
 
 
-def setting_name(spec: str | Sampler) -> str:
+def setting_name(spec: str | Sampler | MixedSampler) -> str:
     """A metric-friendly name of a sampler spec: ``"sobol:784" -> "sobol_784"``, ``"grid:28x28" -> "grid_28x28"``."""
+    if isinstance(spec, MixedSampler):
+        return "+".join(setting_name(s) for s in spec.samplers)
     if isinstance(spec, Sampler):
         if spec.scheme == "grid":
             size = "x".join(map(str, spec.shape))
         else:
             size = str(spec.n) if spec.n_range is None else "-".join(map(str, spec.n_range))
         return f"{spec.scheme}_{size}"
-    return re.sub(r"\s+", "", str(spec)).replace(":", "_")
+    return re.sub(r"\s+", "", str(spec)).replace(":", "_").replace("|", "+")

@@ -4,6 +4,6 @@ See [`inrnet.sampling.points`][inrnet.sampling.points] for the grid convention e
 """
 
 from inrnet.sampling.points import grid, grid_axes, halton, shrunk, sobol, uniform
-from inrnet.sampling.sampler import SCHEMES, Sampler
+from inrnet.sampling.sampler import SCHEMES, MixedSampler, Sampler
 
-__all__ = ["sobol", "halton", "grid", "grid_axes", "shrunk", "uniform", "Sampler", "SCHEMES"]
+__all__ = ["sobol", "halton", "grid", "grid_axes", "shrunk", "uniform", "Sampler", "MixedSampler", "SCHEMES"]

@@ -11,7 +11,7 @@ from inrnet._limits import check_count, check_shape
 from inrnet.field import PointSet
 from inrnet.sampling import points as _points
 
-__all__ = ["Sampler", "SCHEMES"]
+__all__ = ["Sampler", "MixedSampler", "SCHEMES"]
 
 SCHEMES = ("sobol", "halton", "grid", "shrunk", "mc")
 _DRAW = {"sobol": _points.sobol, "halton": _points.halton, "shrunk": _points.shrunk, "mc": _points.uniform}
@@ -108,6 +108,75 @@ class Sampler:
         calls = state.get("calls") if isinstance(state, dict) else None
         if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
             raise ValueError(f"a Sampler state is {{'calls': non-negative int}}, got {state!r}")
+        self._calls = calls
+
+
+class MixedSampler:
+    """A training sampler that draws each step's points from one of several samplers.
+
+    Call ``c`` picks one of ``samplers`` with equal probability (a function of ``seed`` and
+    ``c`` only, like a scramble) and returns its point set: a fresh draw of a rescrambling
+    sampler (for seed ``seed * 1_000_003 + c``), or a grid's one fixed
+    [`PointSet`][inrnet.field.PointSet], so the grid's neighbour caches are reused whenever it comes up. A
+    network trained on ``grid:64x64|sobol:4096-16384`` (see
+    [`parse_sampler`][inrnet.lightning.data.parse_sampler]) sees both the pixel lattice and
+    scattered points of mixed density.
+
+    Args:
+        samplers: at least two samplers of one coordinate dimension, each a grid or a
+            rescrambling sampler (a fixed scramble would be one point set over and over:
+            use a grid for that).
+        seed: base seed of the choices and the scrambles.
+
+    Raises:
+        ValueError: fewer than two samplers, mixed dimensions, or a fixed scattered sampler.
+    """
+
+    def __init__(self, samplers: Sequence[Sampler], *, seed: int = 0):
+        samplers = tuple(samplers)
+        if len(samplers) < 2 or not all(isinstance(s, Sampler) for s in samplers):
+            raise ValueError(f"a MixedSampler mixes at least two Samplers, got {samplers!r}")
+        dims = {s.dim for s in samplers}
+        if len(dims) != 1:
+            raise ValueError(f"the mixed samplers must share one coordinate dimension, got {sorted(dims)} "
+                             f"({samplers!r})")
+        fixed = [s for s in samplers if s.scheme != "grid" and not s.rescramble]
+        if fixed:
+            raise ValueError(f"a MixedSampler's scattered samplers must rescramble (rescramble=True), got {fixed!r}")
+        self.samplers, self.seed, self.dim = samplers, seed, dims.pop()
+        self.rescramble = True
+        self._calls = 0
+
+    def __repr__(self) -> str:
+        return f"MixedSampler({list(self.samplers)!r}, seed={self.seed})"
+
+    def choice(self, seed: int) -> int:
+        """Which sampler the call of ``seed`` draws from: an index, uniform, a function of ``seed`` only."""
+        gen = torch.Generator().manual_seed(seed + 7_919)  # not the count's stream of the same seed
+        return int(torch.randint(len(self.samplers), (), generator=gen))
+
+    def draw(self, seed: int) -> PointSet:
+        """The point set for one explicit ``seed``: sampler ``choice(seed)``'s (a grid's fixed one)."""
+        sampler = self.samplers[self.choice(seed)]
+        return sampler() if sampler.scheme == "grid" else sampler.draw(seed)
+
+    def __call__(self) -> PointSet:
+        self._calls += 1
+        return self.draw(self.seed * 1_000_003 + self._calls)
+
+    def state_dict(self) -> dict[str, int]:
+        """``{"calls": c}``, the calls made so far (see [`Sampler.state_dict`][inrnet.sampling.sampler.Sampler.state_dict])."""
+        return {"calls": self._calls}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue where a `state_dict()` left off.
+
+        Raises:
+            ValueError: ``state`` is not ``{"calls": non-negative int}``.
+        """
+        calls = state.get("calls") if isinstance(state, dict) else None
+        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
+            raise ValueError(f"a MixedSampler state is {{'calls': non-negative int}}, got {state!r}")
         self._calls = calls
 
 

@@ -21,6 +21,15 @@ def test_parse_sampler_specs():
     mixed = parse_sampler("sobol: 784 - 3136", seed=1)
     assert mixed.n_range == (784, 3136) and 784 <= mixed().n <= 3136
     assert setting_name(mixed) == "sobol_784-3136" and setting_name("sobol:784-3136") == "sobol_784-3136"
+    parts = parse_sampler("grid:8x8 | sobol:64-128", seed=2)
+    assert [p.scheme for p in parts.samplers] == ["grid", "sobol"] and parts.samplers[1].n_range == (64, 128)
+    draws = [parts() for _ in range(30)]
+    assert any(p.lattice is not None for p in draws) and any(p.lattice is None for p in draws)  # both parts
+    assert setting_name(parts) == "grid_8x8+sobol_64-128" == setting_name("grid:8x8|sobol:64-128")
+    with pytest.raises(ValueError, match="training sampler"):
+        parse_sampler("grid:8x8|sobol:64", rescramble=False)
+    with pytest.raises(ValueError, match="3 axes"):
+        parse_sampler("grid:8x8x8|sobol:64", dim=2)
 
 
 @pytest.mark.parametrize("spec,match", [("sobol", "look like"), ("sobol:0", "positive"), ("foo:10", "unknown"),

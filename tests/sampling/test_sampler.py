@@ -164,3 +164,37 @@ def test_bad_count_ranges_raise(bad):
 def test_a_fixed_sampler_refuses_a_count_range():
     with pytest.raises(ValueError, match="fixed"):
         Sampler("sobol", (64, 128), rescramble=False)
+
+
+# --------------------------------------------------------------------------------------
+# MixedSampler: each training step from one of several samplers
+# --------------------------------------------------------------------------------------
+def test_mixed_sampler_draws_from_each_part_and_reuses_the_grid():
+    from inrnet.sampling import MixedSampler
+    g, s = Sampler("grid", shape=(8, 8)), Sampler("sobol", (32, 64), 2, seed=1)
+    mixed = MixedSampler([g, s], seed=1)
+    sets = [mixed() for _ in range(40)]
+    grids = [p for p in sets if p.lattice is not None]
+    scattered = [p for p in sets if p.lattice is None]
+    assert 8 <= len(grids) <= 32 and len(grids) + len(scattered) == 40  # about half each
+    assert all(p is g() for p in grids)  # one grid PointSet: its neighbour caches are reused
+    assert all(32 <= p.n <= 64 for p in scattered) and len({p.n for p in scattered}) > 1
+    assert not torch.equal(scattered[0].coords, scattered[1].coords)  # fresh scrambles
+    # the sequence is a function of the seed and the call count: a restored state replays it
+    again = MixedSampler([Sampler("grid", shape=(8, 8)), Sampler("sobol", (32, 64), 2, seed=1)], seed=1)
+    again.load_state_dict({"calls": 20})
+    assert mixed.state_dict() == {"calls": 40}
+    for p, q in zip(sets[20:], [again() for _ in range(20)]):
+        assert torch.equal(p.coords, q.coords)
+
+
+def test_mixed_sampler_rejects():
+    from inrnet.sampling import MixedSampler
+    with pytest.raises(ValueError, match="at least two"):
+        MixedSampler([Sampler("sobol", 16)])
+    with pytest.raises(ValueError, match="dimension"):
+        MixedSampler([Sampler("sobol", 16, 2), Sampler("sobol", 16, 3)])
+    with pytest.raises(ValueError, match="rescramble"):
+        MixedSampler([Sampler("grid", shape=(4, 4)), Sampler("sobol", 16, rescramble=False)])
+    with pytest.raises(ValueError, match="calls"):
+        MixedSampler([Sampler("sobol", 16), Sampler("mc", 16)]).load_state_dict({"calls": -1})
