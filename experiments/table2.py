@@ -12,6 +12,7 @@ the INR-Nets also on 16384 Sobol points), batch norms recalibrated per setting::
     python experiments/table2.py --root .cache/fashion_mnist_scenes --out runs/table2
     python experiments/table2.py --out runs/table2 --models inrnet_unet unet   # one pair
     python experiments/table2.py --out runs/table2 --table                     # print the table
+    python experiments/table2.py --out runs/x --models inrnet3 -- --data.train_sampler=sobol:8192-16384
 
 Resumable: each model trains into ``OUT/fashion_mnist_scenes_<model>/version_0`` and a rerun
 continues from its ``last.ckpt``; a finished model's scores are in ``OUT/<model>.json``
@@ -52,6 +53,7 @@ def run_model(model: str, args: argparse.Namespace) -> dict:
     over += ["--trainer.max_steps", str(args.max_steps)] if args.max_steps else []
     over += ["--data.limit_train", str(args.limit)] if args.limit else []
     over += ["--data.limit_test", str(args.limit_test)] if args.limit_test else []
+    over += list(args.extra)
     trainer, task, datamodule = build(over)
     last = out / name / "version_0" / "checkpoints" / "last.ckpt"
     start = time.monotonic()
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-test", type=int, default=None, help="test on a seeded random subset")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--table", action="store_true", help="only print the table of the finished models")
+    parser.add_argument("extra", nargs="*", help="more overrides for every model after '--', e.g. "
+                        "-- --model.init_args.model_kwargs.stem_oversample=2")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

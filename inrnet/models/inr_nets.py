@@ -30,6 +30,7 @@ from torch import nn
 from inrnet.field import Field, PointSet
 from inrnet.neighbors import Support
 from inrnet.nn import Add, BatchNorm, BSplineConv, Concat, GlobalAvgPool, MLPConv, Pointwise, Upsample
+from inrnet.nn.bspline_conv import default_degree
 from inrnet.nn.constrained import LipschitzConv, LipschitzLinear
 from inrnet.nn.conv import ContinuousConv
 from inrnet.sampling.points import grid
@@ -42,16 +43,27 @@ LATENTS = ("points", "lattice")
 
 
 def make_conv(kind: str, c_in: int, c_out: int, spacing: float, stride: int = 1, n_bins: int | None = 64,
-              dim: int = 2, estimator: str = "sum", support_extent: str = "taps") -> ContinuousConv:
+              dim: int = 2, estimator: str = "sum", support_extent: str = "taps", oversample: int = 1) -> ContinuousConv:
     """A 3x3-footprint continuous conv with taps ``spacing`` apart (``estimator``: see
     [`ContinuousConv`][inrnet.nn.conv.ContinuousConv]; ``support_extent``, B-spline convs only: see
-    [`BSplineConv`][inrnet.nn.bspline_conv.BSplineConv])."""
+    [`BSplineConv`][inrnet.nn.bspline_conv.BSplineConv]).
+
+    ``oversample = s > 1`` (B-spline convs only) puts ``s`` spline knots per tap spacing:
+    ``2s + 1`` taps per axis, ``spacing / s`` apart, over the same footprint, so the kernel
+    can vary within a pixel (a sharper filter on dense points); the splines keep the 3x3
+    filter's degree (1), so on the ``spacing`` grid the kernel is the 3x3 filter of its
+    every ``s``-th tap, times ``s^d``.
+    """
+    if int(oversample) != oversample or oversample < 1:
+        raise ValueError(f"oversample must be a positive integer, got {oversample!r}")
     if kind == "bspline":
-        return BSplineConv(c_in, c_out, (3,) * dim, (spacing,) * dim, stride=stride, estimator=estimator,
-                           support_extent=support_extent)
-    if support_extent != "taps":
-        raise ValueError(f"support_extent={support_extent!r} is a B-spline kernel's option; conv={kind!r} has a box "
-                         "support of the filter's footprint")
+        s = int(oversample)
+        return BSplineConv(c_in, c_out, (2 * s + 1,) * dim, (spacing / s,) * dim, stride=stride,
+                           estimator=estimator, support_extent=support_extent,
+                           degree=default_degree((3,) * dim))
+    if support_extent != "taps" or oversample != 1:
+        raise ValueError(f"support_extent={support_extent!r} and oversample={oversample!r} are B-spline kernels' "
+                         f"options; conv={kind!r} has a box support of the filter's footprint")
     if kind == "mlp":
         return MLPConv(c_in, c_out, Support((1.5 * spacing,) * dim), n_bins=n_bins, stride=stride,
                        estimator=estimator)
@@ -298,6 +310,10 @@ class INRNetSegmenter(_DenseINRNet):
             ``base_resolution`` grid both are the same network (the pixel twin).
         support_extent: ``"taps"`` or ``"basis"`` (B-spline convs; see
             [`BSplineConv`][inrnet.nn.bspline_conv.BSplineConv]).
+        stem_oversample: spline knots per pixel of the first conv, the only one that
+            integrates over the input points (B-spline convs; see
+            [`make_conv`][inrnet.models.inr_nets.make_conv]): 1, the default, is the
+            pixel twin's 3x3 filter.
 
     Shapes:
         ``forward(field [B, N, in_channels], query=None) -> Field [B, M, num_classes]`` on
@@ -308,12 +324,13 @@ class INRNetSegmenter(_DenseINRNet):
 
     def __init__(self, in_channels: int, num_classes: int, width: int = 32, multiscale: bool = False,
                  conv: str = "bspline", base_resolution: int = 64, n_bins: int | None = 64,
-                 estimator: str = "sum", latent: str = "points", support_extent: str = "taps"):
+                 estimator: str = "sum", latent: str = "points", support_extent: str = "taps",
+                 stem_oversample: int = 1):
         super().__init__(in_channels, latent, base_resolution)
         self.multiscale = multiscale
         make = partial(make_conv, conv, n_bins=n_bins, estimator=estimator, support_extent=support_extent)
         h = 2.0 / base_resolution
-        self.stem = _ConvBlock(make(in_channels, width, h))
+        self.stem = _ConvBlock(make(in_channels, width, h, oversample=stem_oversample))
         if multiscale:
             self.down = _ConvBlock(make(width, 2 * width, h, stride=2))
             self.low = _ConvBlock(make(2 * width, 2 * width, 2 * h))
@@ -360,6 +377,8 @@ class INRNetUNet(_DenseINRNet):
             the head is evaluated at the query points. ``"points"``: every layer runs on the
             input points and their strided subsets (the paper's scheme).
         support_extent: ``"taps"`` or ``"basis"`` (B-spline convs).
+        stem_oversample: spline knots per pixel of the first conv (see
+            [`INRNetSegmenter`][inrnet.models.inr_nets.INRNetSegmenter]).
 
     Shapes:
         ``forward(field [B, N, in_channels], query=None) -> Field [B, M, num_classes]`` on
@@ -368,7 +387,8 @@ class INRNetUNet(_DenseINRNet):
 
     def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int] = (16, 32, 64, 64),
                  conv: str = "bspline", base_resolution: int = 64, n_bins: int | None = 64,
-                 estimator: str = "sum", latent: str = "lattice", support_extent: str = "basis"):
+                 estimator: str = "sum", latent: str = "lattice", support_extent: str = "basis",
+                 stem_oversample: int = 1):
         super().__init__(in_channels, latent, base_resolution)
         widths = tuple(int(w) for w in widths)
         if len(widths) < 2 or min(widths) < 1:
@@ -379,7 +399,7 @@ class INRNetUNet(_DenseINRNet):
         c = in_channels
         for i, w in enumerate(widths):
             # a strided conv's taps are on the finer level's spacing; the level's own convs on its spacing
-            first = make(c, w, h * 2 ** (i - 1), stride=2) if i else make(c, w, h)
+            first = make(c, w, h * 2 ** (i - 1), stride=2) if i else make(c, w, h, oversample=stem_oversample)
             self.encoder.append(nn.Sequential(_ConvBlock(first), _ConvBlock(make(w, w, h * 2 ** i))))
             c = w
         self.up, self.concat = Upsample(), Concat()

@@ -142,3 +142,29 @@ def test_segmenters_refuse_what_they_cannot_place():
     pts = PointSet(sobol(64, 2, seed=0) * 0.5, bounds=[(-0.5, 0.5)] * 2)
     with pytest.raises(ValueError, match="lays its lattice out on"):
         inr(type(grid_field(torch.zeros(1, 1, 4, 4)))(torch.zeros(1, 64, 1), pts))
+
+
+@pytest.mark.parametrize("name,cnn_name,kw", PAIRS[2:])
+@pytest.mark.parametrize("s", [2, 3])
+def test_oversampled_stem_is_the_twin_of_its_every_sth_tap_on_the_grid(name, cnn_name, kw, s):
+    # stem_oversample=s: 2s+1 taps at spacing h/s with degree-1 splines, which vanish on the
+    # grid except at every s-th tap: there the kernel is the 3x3 filter of those taps times s^2
+    torch.manual_seed(0)
+    size = 12
+    cnn = create_model(cnn_name, in_channels=1, num_classes=3, **kw).double().eval()
+    inr = create_model(name, in_channels=1, num_classes=3, base_resolution=size, latent="lattice",
+                       support_extent="basis", stem_oversample=s, **kw).double().eval()
+    state = cnn.state_dict()
+    (key,) = [k for k, v in inr.state_dict().items() if k.endswith("conv.weight") and v.shape[-1] == 2 * s + 1]
+    assert inr.state_dict()[key].shape[-2:] == (2 * s + 1, 2 * s + 1) and state[key].shape[-2:] == (3, 3)
+    fine = torch.randn(inr.state_dict()[key].shape, dtype=torch.float64)  # the off-grid taps are arbitrary
+    fine[..., ::s, ::s] = state[key] / s ** 2
+    state[key] = fine
+    inr.load_state_dict(state)
+    x = torch.randn(2, 1, size, size, dtype=torch.float64)
+    ref = cnn(x).flatten(2).transpose(1, 2)
+    torch.testing.assert_close(inr(grid_field(x)).values, ref, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="oversample must be a positive integer"):
+        create_model(name, stem_oversample=0)
+    with pytest.raises(ValueError, match="B-spline kernels' options"):
+        create_model(name, conv="mlp", support_extent="taps", stem_oversample=2)
