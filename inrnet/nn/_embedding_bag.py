@@ -145,12 +145,13 @@ def backward_side(plan: GatherPlan, c: int, o: int, groups: int, need_x: bool, n
     return "output" if cost_out < cost_in else "input"
 
 
-def _plan_bags(plan: GatherPlan) -> tuple[_Bags, _Bags]:
-    """One sample's bags: ``gather`` (rows ``(m, a)`` of ``S`` over the input rows,
-    ``Z = S f``) and ``scatter`` (rows ``(j, a)`` of ``S^T`` over the output-gradient
-    rows, ``U = S^T dg``), views of the plan's arrays."""
-    return (_Bags(plan.col, plan.rowptr, plan.value, plan.num_in),
-            _Bags(plan.row, plan.colptr, plan.value_t, plan.num_out))
+def _plan_bags(plan: GatherPlan, kind: str) -> _Bags:
+    """One sample's bags, views of the plan's arrays: ``"gather"`` (rows ``(m, a)`` of ``S``
+    over the input rows, ``Z = S f``) or ``"scatter"`` (rows ``(j, a)`` of ``S^T`` over the
+    output-gradient rows, ``U = S^T dg``; only this one reads, and so builds, ``S^T``)."""
+    if kind == "gather":
+        return _Bags(plan.col, plan.rowptr, plan.value, plan.num_in)
+    return _Bags(plan.row, plan.colptr, plan.value_t, plan.num_out)
 
 
 def _stacked(plan: GatherPlan, kind: str, bags: _Bags, b: int) -> _Bags:
@@ -164,8 +165,7 @@ def _stacked(plan: GatherPlan, kind: str, bags: _Bags, b: int) -> _Bags:
 
 def _batch_bags(plan: GatherPlan, b: int, kind: str) -> _Bags:
     """The plan's ``"gather"`` bags (``Z = S f``) or ``"scatter"`` bags (``U = S^T dg``) for a batch of ``b``."""
-    gather, scatter = _plan_bags(plan)
-    return _stacked(plan, kind, gather if kind == "gather" else scatter, b)
+    return _stacked(plan, kind, _plan_bags(plan, kind), b)
 
 
 def _chunk_rows(row_bytes: int, device: torch.device, chunk_bytes: int | None) -> int:

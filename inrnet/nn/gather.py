@@ -75,6 +75,11 @@ class GatherPlan:
             ``colptr[j * A + a]:colptr[j * A + a + 1]``.
         row: Tensor[nnz], the output point ``m`` of each entry of ``S^T``, in its row order.
         value_t: Tensor[nnz], the values of ``S^T``, in its row order.
+
+            ``colptr``, ``row`` and ``value_t`` are built from ``S`` the first time one is
+            read (a stable sort of its entries by ``(j, a)``) and kept: only a backward pass
+            into the layer's input reads them, and the first layer of a network, whose input
+            is data, never has one, so a fresh point set's first plan skips that sort.
         num_out: M, the output points.
         num_atoms: A, the atoms.
         num_in: N, the input points.
@@ -85,14 +90,35 @@ class GatherPlan:
     rowptr: Tensor
     col: Tensor
     value: Tensor
-    colptr: Tensor
-    row: Tensor
-    value_t: Tensor
     num_out: int
     num_atoms: int
     num_in: int
     stencil: Stencil | None = None
     _cache: dict = field(default_factory=dict, init=False, repr=False)
+
+    @property
+    def colptr(self) -> Tensor:
+        return self._transpose()[0]
+
+    @property
+    def row(self) -> Tensor:
+        return self._transpose()[1]
+
+    @property
+    def value_t(self) -> Tensor:
+        return self._transpose()[2]
+
+    def _transpose(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(colptr, row, value_t)`` of ``S^T``, built once: the entries of ``S`` (ordered by
+        ``(m, a)``, then by pair) stably sorted by ``(j, a)``, so within a row of ``S^T`` they
+        stay ordered by ``m``, then by pair, as the pairs were."""
+        def build():
+            a = self.num_atoms
+            r = torch.repeat_interleave(torch.arange(self.num_out * a, device=self.col.device),
+                                        self.rowptr.diff())  # (nnz,) the row m * A + a of each entry of S
+            by_col, colptr = _csr(self.col * a + r % a, self.num_in * a)
+            return colptr, (r // a)[by_col], self.value[by_col]
+        return self.cached(("S^T",), build)
 
     @classmethod
     def from_pairs(cls, nbrs: Neighbors, index: Tensor, value: Tensor, num_atoms: int,
@@ -126,8 +152,7 @@ class GatherPlan:
         m, n, a = nbrs.num_queries, nbrs.num_points, num_atoms
         stencil = None if lattices is None else stencil_of(row, col, atom, exact, a, *lattices, dtype)
         by_row, rowptr = _csr(row * a + atom, m * a)
-        by_col, colptr = _csr(col * a + atom, n * a)
-        return cls(rowptr, col[by_row], value[by_row], colptr, row[by_col], value[by_col], m, a, n, stencil)
+        return cls(rowptr, col[by_row], value[by_row], m, a, n, stencil)
 
     @property
     def nnz(self) -> int:

@@ -147,7 +147,7 @@ def test_wrong_number_of_atoms():
 
 def test_shifted_bags_span_samples_like_the_stacked_copy():
     _, _, _, plan = _setup(1)
-    one = _embedding_bag._plan_bags(plan)[0]  # one sample's gather bags
+    one = _embedding_bag._plan_bags(plan, "gather")  # one sample's gather bags
     assert one.stride == plan.num_in
     stacked = one.stacked(3)
     assert int(stacked.index.max()) >= 2 * plan.num_in  # the third sample's rows
@@ -186,6 +186,22 @@ def test_csr_arrays_hold_s_and_its_transpose(padding):
     torch.testing.assert_close(s, want.view(m * a, n))
     s_t = _dense(plan.colptr, plan.row, plan.value_t, n * a, m).view(n, a, m)  # (N, A, M)
     torch.testing.assert_close(s_t.permute(2, 1, 0), want)
+    # each row of S^T keeps its entries ordered by output point (a fixed summation order)
+    starts = torch.repeat_interleave(plan.colptr[:-1], plan.colptr.diff())  # (nnz,) its row's first entry
+    later = torch.arange(plan.nnz) > starts
+    assert bool((plan.row[1:][later[1:]] >= plan.row[:-1][later[1:]]).all())
+
+
+def test_the_transpose_is_built_only_for_a_backward_into_the_input():
+    pts = PointSet(sobol(64, 2, seed=2))
+    layer = BSplineConv(1, 4, 3, 0.25)
+    data = Field(torch.randn(2, 64, 1), pts)  # an INR's samples: no gradient
+    layer(data).values.square().sum().backward()
+    plan = layer.gather_plan(pts, pts)
+    assert layer.weight.grad is not None and ("S^T",) not in plan._cache
+    feats = Field(torch.randn(2, 64, 1, requires_grad=True), pts)
+    layer(feats).values.square().sum().backward()
+    assert feats.values.grad is not None and ("S^T",) in plan._cache
 
 
 # --- the backend seam -----------------------------------------------------------------------
