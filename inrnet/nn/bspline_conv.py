@@ -66,7 +66,8 @@ class BSplineConv(ContinuousConv):
         padding: boundary handling, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
         groups: channel groups, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
         bias: learn a bias per output channel.
-        estimator: ``"sum"`` or ``"mean"`` quadrature, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
+        estimator: ``"sum"``, ``"mean"`` or ``"ratio"`` quadrature, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv]
+            (``"ratio"``: the filter applied to the field interpolated at its taps).
 
     Attributes:
         weight: Tensor[C_out, C_in / groups, *kernel_size], the tap values (laid out like
@@ -114,6 +115,14 @@ class BSplineConv(ContinuousConv):
 
     def reflect_inset(self) -> tuple[float, ...]:
         return tuple(h / 2 for h in self.spacing)
+
+    def atom_taps(self) -> tuple[Tensor, Tensor]:
+        # atom a = control point (i_0, ..., i_{d-1}) in C order, at its tap; a cardinal
+        # B-spline integrates to one tap cell, prod(spacing)
+        axes = [(torch.arange(k, dtype=torch.float64) - (k - 1) / 2) * h + c
+                for k, h, c in zip(self.kernel_size, self.spacing, self.support.center)]
+        offsets = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, self.dim)  # (A, d)
+        return offsets, torch.full((self.num_atoms,), math.prod(self.spacing), dtype=torch.float64)
 
     def expansion_key(self):
         return ("bspline", self.kernel_size, self.spacing, self.degree)

@@ -28,6 +28,14 @@ domain simply do not exist, which is zero padding, and on a lattice it reproduce
 discrete convolution exactly (also after strides). ``estimator="mean"`` is the paper's
 variant: the neighbours' weighted mean of ``K f`` times the measure of the part of the
 support inside the domain (lower variance on scattered points; exact on full grids).
+``estimator="ratio"`` (kernels with taps, [`atom_taps`][inrnet.nn.conv.ContinuousConv.atom_taps]:
+B-splines) normalises each atom on its own: the points' ``phi_a``-weighted mean of ``f``, an
+estimate of the field at tap ``a``, times the atom's whole integral, so the layer is the
+discrete filter applied to the field interpolated at its taps. A tap outside the box the
+points tile sees nothing (zero padding), and one whose basis function holds no point gets 0.
+On a full grid of the tap spacing it is the discrete filter, as ``"sum"`` is (degree <= 1 at
+the border too); on scattered points it has no noise from how many points a tap's basis
+function happens to hold, which dominates ``"sum"`` at about one point per pixel.
 
 Padding says what the integral sees outside the box the points tile (the domain; for a
 lattice, its cells, see [`tiled_box`][inrnet.neighbors.tiled_box]):
@@ -55,7 +63,7 @@ import torch
 from torch import Tensor, nn
 
 from inrnet.field import Field, PointSet, check_field
-from inrnet.neighbors import Neighbors, Support, neighbors
+from inrnet.neighbors import Neighbors, Support, neighbors, tiled_box
 from inrnet.nn.gather import GatherPlan, atom_conv
 from inrnet.nn._segment import gather, segment_sum, segment_weight_sum
 from inrnet.nn.geometry import PADDING_MODES, as_tuple, output_points
@@ -63,7 +71,7 @@ from inrnet.nn.kernels import bin_seeds
 
 __all__ = ["ContinuousConv", "conv_pairs", "support_fraction"]
 
-ESTIMATORS = ("sum", "mean")
+ESTIMATORS = ("sum", "mean", "ratio")
 
 
 def support_fraction(queries: PointSet, bounds, support: Support, n_probe: int = 1024) -> Tensor:
@@ -131,7 +139,8 @@ class ContinuousConv(nn.Module):
             the support's reach); see the module docstring.
         groups: split channels into groups (``groups == C_in`` is depthwise).
         bias: learn a bias per output channel.
-        estimator: ``"sum"`` or ``"mean"`` quadrature (module docstring).
+        estimator: ``"sum"``, ``"mean"`` or ``"ratio"`` quadrature (module docstring;
+            ``"ratio"`` for kernels with taps only).
     """
 
     def __init__(self, in_channels: int, out_channels: int, support: Support, *,
@@ -149,6 +158,9 @@ class ContinuousConv(nn.Module):
             raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+        if estimator == "ratio" and cls.atom_taps is ContinuousConv.atom_taps:
+            raise ValueError(f"estimator='ratio' normalises each atom at its tap; {cls.__name__} has no taps "
+                             "(use a B-spline kernel, or estimator='sum' / 'mean')")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.support = support
         self.dim = len(support.half_width)
@@ -200,6 +212,12 @@ class ContinuousConv(nn.Module):
         """Atom weights ``W``, Tensor[A, C_in / groups, C_out] (kernels linear in atoms)."""
         raise NotImplementedError(f"{type(self).__name__} evaluates its kernel per pair and has no atoms")
 
+    def atom_taps(self) -> tuple[Tensor, Tensor]:
+        """Where each atom sits and what it integrates to, for ``estimator="ratio"`` (kernels
+        with taps): ``(offsets Tensor[A, d], mass Tensor[A])`` in float64, atom ``a``'s tap
+        ``q + offsets[a]`` for a query ``q`` and ``mass[a] = int phi_a``."""
+        raise NotImplementedError(f"{type(self).__name__} has no taps")
+
     def reflect_inset(self) -> tuple[float, ...] | None:
         """How far inside the domain's faces ``padding="reflect"`` mirrors, per axis: half
         the tap spacing for kernels with taps (the outermost pixel centres of their grid);
@@ -226,7 +244,7 @@ class ContinuousConv(nn.Module):
     def _pair_weight(self, points: PointSet, queries: PointSet, nbrs: Neighbors) -> Tensor:
         """Quadrature weight of each pair, Tensor[E]."""
         w = points.weights[nbrs.col]
-        if self.estimator == "sum":
+        if self.estimator != "mean":  # "ratio" normalises per atom, in the plan
             return w
         mirrored = self.mirror_inset() is not None  # the mirror images fill the support
         frac = 1.0 if mirrored else support_fraction(queries, points.bounds, self.support).to(w)
@@ -260,8 +278,30 @@ class ContinuousConv(nn.Module):
         """The uncached [`gather_plan`][inrnet.nn.conv.ContinuousConv.gather_plan]: every pair's atoms, in float64."""
         index, value = self.expand(nbrs.offset.double())  # (E, P) each
         weight = self._pair_weight(points, queries, nbrs).double()  # (E,)
+        value = value * weight[:, None]
+        if self.estimator == "ratio":
+            value = self._tap_ratio(points, queries, nbrs, index, value)
         lattices = None if points.lattice is None or queries.lattice is None else (points.lattice, queries.lattice)
-        return GatherPlan.from_pairs(nbrs, index, value * weight[:, None], self.num_atoms, points.dtype, lattices)
+        return GatherPlan.from_pairs(nbrs, index, value, self.num_atoms, points.dtype, lattices)
+
+    def _tap_ratio(self, points: PointSet, queries: PointSet, nbrs: Neighbors, index: Tensor, value: Tensor
+                   ) -> Tensor:
+        """``estimator="ratio"``: each pair's ``w_j phi_a`` (``value`` Tensor[E, P], atoms
+        ``index``) divided by its (query, atom)'s total, times ``mass[a]``; 0 for atoms
+        without points and, with zero padding, for taps outside the points' box."""
+        a = self.num_atoms
+        key = nbrs.row[:, None] * a + index  # (E, P): row m * A + a of S
+        total = value.new_zeros(queries.n * a).index_add_(0, key.reshape(-1), value.reshape(-1))  # (M * A,)
+        offsets, mass = self.atom_taps()  # (A, d), (A,)
+        scale = torch.where(total > 0, mass.to(total).repeat(queries.n) / total.clamp_min(torch.finfo(total.dtype).tiny),
+                            torch.zeros_like(total))
+        if self.mirror_inset() is None and self.padding != "none":  # zero padding: nothing outside the box
+            box = torch.tensor(tiled_box(points), dtype=torch.float64, device=total.device)  # (d, 2)
+            taps = queries.coords.double()[:, None, :] + offsets.to(total.device)  # (M, A, d)
+            slack = 1e-9 * box.abs().max()
+            inside = ((taps >= box[:, 0] - slack) & (taps <= box[:, 1] + slack)).all(-1)  # (M, A)
+            scale = scale * inside.reshape(-1)
+        return value * scale[key]
 
     def forward(self, field: Field, query: PointSet | None = None) -> Field:
         """Convolve a field.

@@ -240,3 +240,72 @@ def test_paddings_on_the_same_points_keep_their_own_neighbours():
         torch.testing.assert_close(out, ref.flatten(2).transpose(1, 2), rtol=1e-10, atol=1e-10)
     with pytest.raises(ValueError, match="mirror inset must be 2 non-negative"):
         neighbors(field.points, field.points, Support(0.1), reflect=True, inset=(0.1,))
+
+
+# --- the ratio estimator: the filter applied to the field interpolated at its taps -----------
+
+def _ratio_reference(layer: BSplineConv, field: Field, queries: PointSet) -> torch.Tensor:
+    """A double loop: for each query and tap, the points' ``phi_a``-weighted mean of the field
+    (0 without points, or for a tap outside the domain), times the tap's filter weight."""
+    pts = field.points
+    offsets, mass = layer.atom_taps()
+    atoms = layer.atoms().detach()  # (A, C_in, C_out)
+    lo = torch.tensor([b[0] for b in pts.bounds], dtype=D64)
+    hi = torch.tensor([b[1] for b in pts.bounds], dtype=D64)
+    out = torch.zeros(field.values.shape[0], queries.n, layer.out_channels, dtype=D64)
+    for m, q in enumerate(queries.coords.double()):
+        index, value = layer.expand(pts.coords.double() - q)  # (N, P): every point against this query
+        for a in range(layer.num_atoms):
+            tap = q + offsets[a]
+            phi = (value * (index == a)).sum(1) * layer.support.contains(pts.coords.double() - q, 1e-12)  # (N,)
+            w = phi * pts.weights.double()
+            if w.sum() <= 0 or not bool(((tap >= lo - 1e-12) & (tap <= hi + 1e-12)).all()):
+                continue
+            mean = (w[None, :, None] * field.values).sum(1) / w.sum()  # (B, C_in)
+            out[:, m] += mass[a] * mean @ atoms[a]
+    return out + layer.bias.detach()
+
+
+@pytest.mark.parametrize("kw", [dict(kernel_size=3), dict(kernel_size=3, support_extent="basis"),
+                                dict(kernel_size=(3, 2), stride=2), dict(kernel_size=3, degree=2)])
+def test_ratio_estimator_matches_its_double_loop_on_scattered_points(kw):
+    torch.manual_seed(0)
+    pts = PointSet(sobol(300, 2, seed=7, dtype=D64))
+    field = Field(torch.randn(2, 300, 3, dtype=D64), pts)
+    layer = BSplineConv(3, 4, spacing=0.15, estimator="ratio", **kw).double()
+    out = layer(field)
+    torch.testing.assert_close(out.values, _ratio_reference(layer, field, out.points), rtol=1e-10, atol=1e-10)
+
+
+def test_ratio_estimator_interpolates_constants_exactly_where_sum_is_noisy():
+    pts = PointSet(sobol(4096, 2, seed=1, dtype=D64))
+    ones = Field(torch.ones(1, 4096, 1, dtype=D64), pts)
+    q = PointSet.grid((64, 64), dtype=D64)
+    ratio = BSplineConv(1, 1, 3, 2 / 64, estimator="ratio", bias=False).double()
+    plain = BSplineConv(1, 1, 3, 2 / 64, bias=False).double()
+    plain.load_state_dict(ratio.state_dict())
+    inner = (slice(None), slice(2, -2), slice(2, -2))
+    r = ratio(ones, query=q).values.reshape(1, 64, 64)[inner]
+    s = plain(ones, query=q).values.reshape(1, 64, 64)[inner]
+    torch.testing.assert_close(r, torch.full_like(r, float(ratio.weight.detach().sum())), rtol=1e-12, atol=1e-12)
+    assert float(s.std()) > 0.1 * abs(float(ratio.weight.detach().sum()))  # the count noise the ratio removes
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(support_extent="basis"), dict(stride=2), dict(padding="symmetric"),
+                                dict(padding="reflect"), dict(padding="none"), dict(kernel_size=5, degree=1),
+                                dict(kernel_size=2, degree=0)])
+def test_ratio_estimator_is_the_discrete_filter_on_its_grid(kw):
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 12, 10, dtype=D64)
+    kw = {"kernel_size": 3, **kw}
+    plain = BSplineConv(3, 4, spacing=(2 / 12, 2 / 10), **kw).double()
+    ratio = BSplineConv(3, 4, spacing=(2 / 12, 2 / 10), estimator="ratio", **kw).double()
+    ratio.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(ratio(grid_field(x)).values, plain(grid_field(x)).values, rtol=1e-12, atol=1e-12)
+
+
+def test_ratio_estimator_needs_taps():
+    with pytest.raises(ValueError, match="no taps"):
+        MLPConv(2, 2, 0.3, estimator="ratio")
+    with pytest.raises(ValueError, match="no taps"):
+        LegendreConv(2, 2, 0.3, estimator="ratio")
