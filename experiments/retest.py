@@ -8,7 +8,7 @@ the checkpoint's; this script is for measuring exactly such a change::
 
     python experiments/retest.py .cache/runs/table2/inrnet_unet.ckpt \\
         --config experiments/configs/fashion_mnist_scenes/inrnet_unet.yaml --root .cache/fashion_mnist_scenes \\
-        -- --model.init_args.model_kwargs.estimator=ratio "--data.test_samplers=[sobol:4096, grid:64x64]"
+        -- --model.init_args.model_kwargs.estimator=tap_mean "--data.test_samplers=[sobol:4096, grid:64x64]"
 
 Prints one JSON line: the test metrics, the overrides, the commit and the minutes taken.
 The checkpoint is read with ``weights_only=True`` (no code runs).

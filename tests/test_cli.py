@@ -215,17 +215,17 @@ def test_table2_script_trains_scores_and_skips_a_finished_pair(tmp_path, capsys)
     capsys.readouterr()
     table2.main(args)  # a finished model is skipped, not retrained
     assert capsys.readouterr().out.count("done, skipped") == 2
-    # retest.py: the same weights under another quadrature; on the grid "ratio" is "sum"
+    # retest.py: the same weights under another quadrature; on the grid "tap_mean" is "sum"
     retest = _load_script("retest")
     base = [str(tmp_path / "out" / "inrnet_unet.ckpt"), "--config",
             str(CONFIGS / "fashion_mnist_scenes" / "inrnet_unet.yaml"), "--root", str(tmp_path / "scenes"), "--",
             "--data.test_samplers=[grid:64x64]", "--trainer.callbacks=[]"]
     scores = {}
-    for est in ("sum", "ratio"):
+    for est in ("sum", "tap_mean"):
         capsys.readouterr()
         retest.main(base + [f"--model.init_args.model_kwargs.estimator={est}"])
         scores[est] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["metrics"]
     assert 0 <= scores["sum"]["test/miou/grid_64x64"] <= 1
-    assert scores["ratio"] == pytest.approx(scores["sum"], abs=1e-6)
+    assert scores["tap_mean"] == pytest.approx(scores["sum"], abs=1e-6)
     with pytest.raises(RuntimeError, match="size mismatch"):  # another architecture is refused, not part-loaded
         retest.main(base + ["--model.init_args.model_kwargs.widths=[8, 8]"])

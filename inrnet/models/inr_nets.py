@@ -139,8 +139,11 @@ class INRNetClassifier(nn.Module):
         conv: ``"bspline"`` or ``"mlp"``.
         base_resolution: pixels per axis that the first filter's spacing refers to.
         n_bins: Voronoi bins of MLP kernels (``None``: exact).
-        estimator: quadrature of every conv, ``"sum"`` (exact twin of the CNN on grids) or
-            ``"mean"`` (the paper's ratio estimator: lower variance on scattered points).
+        estimator: quadrature of every conv, ``"sum"`` (exact twin of the CNN on grids),
+            ``"mean"`` (the paper's ratio estimator: lower variance on scattered points) or
+            ``"tap_mean"`` (B-spline convs: each tap's own weighted mean, the discrete filter
+            applied to the field interpolated at its taps; the twin on grids, no point-count
+            noise on scattered points).
         latent: where the first strided conv puts its outputs. ``"points"`` (the paper's):
             a prefix of the input points (every other pixel of a grid), so every layer
             integrates over the input's own scattered points. ``"lattice"``: the sub-lattice

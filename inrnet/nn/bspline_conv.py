@@ -66,8 +66,8 @@ class BSplineConv(ContinuousConv):
         padding: boundary handling, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
         groups: channel groups, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
         bias: learn a bias per output channel.
-        estimator: ``"sum"``, ``"mean"`` or ``"ratio"`` quadrature, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv]
-            (``"ratio"``: the filter applied to the field interpolated at its taps).
+        estimator: ``"sum"``, ``"mean"`` or ``"tap_mean"`` quadrature, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv]
+            (``"tap_mean"``: the filter applied to the field interpolated at its taps).
 
     Attributes:
         weight: Tensor[C_out, C_in / groups, *kernel_size], the tap values (laid out like

@@ -28,7 +28,7 @@ domain simply do not exist, which is zero padding, and on a lattice it reproduce
 discrete convolution exactly (also after strides). ``estimator="mean"`` is the paper's
 variant: the neighbours' weighted mean of ``K f`` times the measure of the part of the
 support inside the domain (lower variance on scattered points; exact on full grids).
-``estimator="ratio"`` (kernels with taps, [`atom_taps`][inrnet.nn.conv.ContinuousConv.atom_taps]:
+``estimator="tap_mean"`` (kernels with taps, [`atom_taps`][inrnet.nn.conv.ContinuousConv.atom_taps]:
 B-splines) normalises each atom on its own: the points' ``phi_a``-weighted mean of ``f``, an
 estimate of the field at tap ``a``, times the atom's whole integral, so the layer is the
 discrete filter applied to the field interpolated at its taps. A tap outside the box the
@@ -71,7 +71,7 @@ from inrnet.nn.kernels import bin_seeds
 
 __all__ = ["ContinuousConv", "conv_pairs", "support_fraction"]
 
-ESTIMATORS = ("sum", "mean", "ratio")
+ESTIMATORS = ("sum", "mean", "tap_mean")
 
 
 def support_fraction(queries: PointSet, bounds, support: Support, n_probe: int = 1024) -> Tensor:
@@ -139,8 +139,8 @@ class ContinuousConv(nn.Module):
             the support's reach); see the module docstring.
         groups: split channels into groups (``groups == C_in`` is depthwise).
         bias: learn a bias per output channel.
-        estimator: ``"sum"``, ``"mean"`` or ``"ratio"`` quadrature (module docstring;
-            ``"ratio"`` for kernels with taps only).
+        estimator: ``"sum"``, ``"mean"`` or ``"tap_mean"`` quadrature (module docstring;
+            ``"tap_mean"`` for kernels with taps only).
     """
 
     def __init__(self, in_channels: int, out_channels: int, support: Support, *,
@@ -158,8 +158,8 @@ class ContinuousConv(nn.Module):
             raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        if estimator == "ratio" and cls.atom_taps is ContinuousConv.atom_taps:
-            raise ValueError(f"estimator='ratio' normalises each atom at its tap; {cls.__name__} has no taps "
+        if estimator == "tap_mean" and cls.atom_taps is ContinuousConv.atom_taps:
+            raise ValueError(f"estimator='tap_mean' normalises each atom at its tap; {cls.__name__} has no taps "
                              "(use a B-spline kernel, or estimator='sum' / 'mean')")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.support = support
@@ -213,7 +213,7 @@ class ContinuousConv(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} evaluates its kernel per pair and has no atoms")
 
     def atom_taps(self) -> tuple[Tensor, Tensor]:
-        """Where each atom sits and what it integrates to, for ``estimator="ratio"`` (kernels
+        """Where each atom sits and what it integrates to, for ``estimator="tap_mean"`` (kernels
         with taps): ``(offsets Tensor[A, d], mass Tensor[A])`` in float64, atom ``a``'s tap
         ``q + offsets[a]`` for a query ``q`` and ``mass[a] = int phi_a``."""
         raise NotImplementedError(f"{type(self).__name__} has no taps")
@@ -244,7 +244,7 @@ class ContinuousConv(nn.Module):
     def _pair_weight(self, points: PointSet, queries: PointSet, nbrs: Neighbors) -> Tensor:
         """Quadrature weight of each pair, Tensor[E]."""
         w = points.weights[nbrs.col]
-        if self.estimator != "mean":  # "ratio" normalises per atom, in the plan
+        if self.estimator != "mean":  # "tap_mean" normalises per atom, in the plan
             return w
         mirrored = self.mirror_inset() is not None  # the mirror images fill the support
         frac = 1.0 if mirrored else support_fraction(queries, points.bounds, self.support).to(w)
@@ -279,14 +279,14 @@ class ContinuousConv(nn.Module):
         index, value = self.expand(nbrs.offset.double())  # (E, P) each
         weight = self._pair_weight(points, queries, nbrs).double()  # (E,)
         value = value * weight[:, None]
-        if self.estimator == "ratio":
-            value = self._tap_ratio(points, queries, nbrs, index, value)
+        if self.estimator == "tap_mean":
+            value = self._tap_mean(points, queries, nbrs, index, value)
         lattices = None if points.lattice is None or queries.lattice is None else (points.lattice, queries.lattice)
         return GatherPlan.from_pairs(nbrs, index, value, self.num_atoms, points.dtype, lattices)
 
-    def _tap_ratio(self, points: PointSet, queries: PointSet, nbrs: Neighbors, index: Tensor, value: Tensor
+    def _tap_mean(self, points: PointSet, queries: PointSet, nbrs: Neighbors, index: Tensor, value: Tensor
                    ) -> Tensor:
-        """``estimator="ratio"``: each pair's ``w_j phi_a`` (``value`` Tensor[E, P], atoms
+        """``estimator="tap_mean"``: each pair's ``w_j phi_a`` (``value`` Tensor[E, P], atoms
         ``index``) divided by its (query, atom)'s total, times ``mass[a]``; 0 for atoms
         without points and, with zero padding, for taps outside the points' box."""
         a = self.num_atoms

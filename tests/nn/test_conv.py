@@ -242,9 +242,9 @@ def test_paddings_on_the_same_points_keep_their_own_neighbours():
         neighbors(field.points, field.points, Support(0.1), reflect=True, inset=(0.1,))
 
 
-# --- the ratio estimator: the filter applied to the field interpolated at its taps -----------
+# --- the tap_mean estimator: the filter applied to the field interpolated at its taps -----------
 
-def _ratio_reference(layer: BSplineConv, field: Field, queries: PointSet) -> torch.Tensor:
+def _tap_mean_reference(layer: BSplineConv, field: Field, queries: PointSet) -> torch.Tensor:
     """A double loop: for each query and tap, the points' ``phi_a``-weighted mean of the field
     (0 without points, or for a tap outside the domain), times the tap's filter weight."""
     pts = field.points
@@ -268,44 +268,44 @@ def _ratio_reference(layer: BSplineConv, field: Field, queries: PointSet) -> tor
 
 @pytest.mark.parametrize("kw", [dict(kernel_size=3), dict(kernel_size=3, support_extent="basis"),
                                 dict(kernel_size=(3, 2), stride=2), dict(kernel_size=3, degree=2)])
-def test_ratio_estimator_matches_its_double_loop_on_scattered_points(kw):
+def test_tap_mean_estimator_matches_its_double_loop_on_scattered_points(kw):
     torch.manual_seed(0)
     pts = PointSet(sobol(300, 2, seed=7, dtype=D64))
     field = Field(torch.randn(2, 300, 3, dtype=D64), pts)
-    layer = BSplineConv(3, 4, spacing=0.15, estimator="ratio", **kw).double()
+    layer = BSplineConv(3, 4, spacing=0.15, estimator="tap_mean", **kw).double()
     out = layer(field)
-    torch.testing.assert_close(out.values, _ratio_reference(layer, field, out.points), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(out.values, _tap_mean_reference(layer, field, out.points), rtol=1e-10, atol=1e-10)
 
 
-def test_ratio_estimator_interpolates_constants_exactly_where_sum_is_noisy():
+def test_tap_mean_estimator_interpolates_constants_exactly_where_sum_is_noisy():
     pts = PointSet(sobol(4096, 2, seed=1, dtype=D64))
     ones = Field(torch.ones(1, 4096, 1, dtype=D64), pts)
     q = PointSet.grid((64, 64), dtype=D64)
-    ratio = BSplineConv(1, 1, 3, 2 / 64, estimator="ratio", bias=False).double()
+    tapped = BSplineConv(1, 1, 3, 2 / 64, estimator="tap_mean", bias=False).double()
     plain = BSplineConv(1, 1, 3, 2 / 64, bias=False).double()
-    plain.load_state_dict(ratio.state_dict())
+    plain.load_state_dict(tapped.state_dict())
     inner = (slice(None), slice(2, -2), slice(2, -2))
-    r = ratio(ones, query=q).values.reshape(1, 64, 64)[inner]
+    r = tapped(ones, query=q).values.reshape(1, 64, 64)[inner]
     s = plain(ones, query=q).values.reshape(1, 64, 64)[inner]
-    torch.testing.assert_close(r, torch.full_like(r, float(ratio.weight.detach().sum())), rtol=1e-12, atol=1e-12)
-    assert float(s.std()) > 0.1 * abs(float(ratio.weight.detach().sum()))  # the count noise the ratio removes
+    torch.testing.assert_close(r, torch.full_like(r, float(tapped.weight.detach().sum())), rtol=1e-12, atol=1e-12)
+    assert float(s.std()) > 0.1 * abs(float(tapped.weight.detach().sum()))  # the count noise tap_mean removes
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(support_extent="basis"), dict(stride=2), dict(padding="symmetric"),
                                 dict(padding="reflect"), dict(padding="none"), dict(kernel_size=5, degree=1),
                                 dict(kernel_size=2, degree=0)])
-def test_ratio_estimator_is_the_discrete_filter_on_its_grid(kw):
+def test_tap_mean_estimator_is_the_discrete_filter_on_its_grid(kw):
     torch.manual_seed(1)
     x = torch.randn(2, 3, 12, 10, dtype=D64)
     kw = {"kernel_size": 3, **kw}
     plain = BSplineConv(3, 4, spacing=(2 / 12, 2 / 10), **kw).double()
-    ratio = BSplineConv(3, 4, spacing=(2 / 12, 2 / 10), estimator="ratio", **kw).double()
-    ratio.load_state_dict(plain.state_dict())
-    torch.testing.assert_close(ratio(grid_field(x)).values, plain(grid_field(x)).values, rtol=1e-12, atol=1e-12)
+    tapped = BSplineConv(3, 4, spacing=(2 / 12, 2 / 10), estimator="tap_mean", **kw).double()
+    tapped.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(tapped(grid_field(x)).values, plain(grid_field(x)).values, rtol=1e-12, atol=1e-12)
 
 
-def test_ratio_estimator_needs_taps():
+def test_tap_mean_estimator_needs_taps():
     with pytest.raises(ValueError, match="no taps"):
-        MLPConv(2, 2, 0.3, estimator="ratio")
+        MLPConv(2, 2, 0.3, estimator="tap_mean")
     with pytest.raises(ValueError, match="no taps"):
-        LegendreConv(2, 2, 0.3, estimator="ratio")
+        LegendreConv(2, 2, 0.3, estimator="tap_mean")

@@ -41,13 +41,13 @@ def _both_routes(layer, values, plan):
     ((8, 8), 3, 1, "zeros", 4, "taps", 3), ((7, 9), (3, 5), (1, 2), "zeros", 1, "taps", 0),
     ((16,), 3, 2, "zeros", 1, "taps", 1), ((5, 6, 4), 3, 1, "zeros", 1, "taps", 1),
 ])
-@pytest.mark.parametrize("estimator", ["sum", "mean", "ratio"])
+@pytest.mark.parametrize("estimator", ["sum", "mean", "tap_mean"])
 @pytest.mark.parametrize("dtype", [D64, torch.float32])
 def test_stencil_route_matches_the_gather_backend(shape, k, stride, padding, groups, extent, degree, dtype, estimator):
     """On a lattice the ratio estimator's edge rows are the plain ones where the support is the
     taps' box (its plans are stencils too), not where it covers whole basis functions (the
     support's fraction inside the domain then differs from the lattice's share of it). The
-    per-tap ratio estimator's plans are stencils for degree <= 1, where each tap's basis function
+    per-tap mean estimator (``tap_mean``)'s plans are stencils for degree <= 1, where each tap's basis function
     holds one lattice point; for higher degrees the taps at the border renormalise (unless
     ``padding="none"`` keeps the supports off the border)."""
     points = PointSet.grid(shape, dtype=dtype)
@@ -58,7 +58,7 @@ def test_stencil_route_matches_the_gather_backend(shape, k, stride, padding, gro
     if estimator == "mean" and extent == "basis":
         assert plan.stencil is None
         return
-    if estimator == "ratio" and degree > 1 and padding != "none":
+    if estimator == "tap_mean" and degree > 1 and padding != "none":
         assert plan.stencil is None
         return
     assert plan.stencil is not None
