@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     over += ["--data.limit_test", str(args.limit_test)] if args.limit_test else []
     over += list(args.extra)
     trainer, task, datamodule = build(over)
+    from lightning.pytorch.cli import SaveConfigCallback
+    # a retest is no run: no config.yaml left in the working directory
+    trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback)]
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=True)["state_dict"]
     task.load_state_dict(state, strict=True)  # a mismatch in parameters is an error, not a partial load
     start = time.monotonic()
