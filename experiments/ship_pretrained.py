@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import platform
 import subprocess
 import sys
@@ -28,7 +29,15 @@ from inrnet.models.pretrained import save_pretrained
 
 
 def read_test_scores(path: str | Path) -> dict[str, float]:
-    """``{"top1/sobol:784": 0.89, ...}``: the last logged value of every ``test/...`` column of a CSVLogger file."""
+    """``{"top1/sobol_784": 0.89, ...}``: the last logged value of every ``test/...`` column of a
+    CSVLogger file, or the ``metrics`` of the last JSON line of an ``experiments/retest.py`` output."""
+    if str(path).endswith((".json", ".jsonl", ".log")):
+        lines = [ln for ln in Path(path).read_text().splitlines() if ln.startswith("{")]
+        metrics = json.loads(lines[-1]).get("metrics", {}) if lines else {}
+        scores = {k[len("test/"):]: round(float(v), 6) for k, v in metrics.items() if k.startswith("test/")}
+        if not scores:
+            raise ValueError(f"{path} holds no retest.py line with test/... metrics")
+        return scores
     scores: dict[str, float] = {}
     with open(path, newline="") as f:
         for row in csv.DictReader(f):
@@ -44,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="the task checkpoint (.ckpt) to ship")
     p.add_argument("--tag", required=True, help="what it was trained on, e.g. fashion_mnist")
-    p.add_argument("--test-metrics", required=True, help="metrics.csv of the `inrnet test` run of this checkpoint")
+    p.add_argument("--test-metrics", required=True, help="metrics.csv of the `inrnet test` run of this checkpoint, "
+                   "or the output of `experiments/retest.py` (its last JSON line)")
+    p.add_argument("--model-kwargs", default=None, help="JSON of model arguments that change how the weights are "
+                   "evaluated, not what they are, e.g. '{\"estimator\": \"tap_mean\"}' (the model is rebuilt "
+                   "with them and the weights loaded strictly; the scores must come from that model's retest)")
     p.add_argument("--config", required=True, help="the training config (its text is stored in the recipe)")
     p.add_argument("--command", required=True, help="the commands that trained and tested it")
     p.add_argument("--data", required=True, help="what it was trained and tested on")
@@ -55,12 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
     task = load_task(args.checkpoint).eval()
+    model = task.model
+    if args.model_kwargs:
+        from inrnet.models import create_model, model_config
+        config = {**model_config(model), **json.loads(args.model_kwargs)}
+        rebuilt = create_model(**config)
+        rebuilt.load_state_dict(model.state_dict(), strict=True)
+        model = rebuilt.eval()
     commit = args.commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     recipe = {"config": Path(args.config).read_text(), "command": args.command, "data": args.data,
               "global_step": int(ckpt.get("global_step", -1)), "epoch": int(ckpt.get("epoch", -1))}
+    if args.model_kwargs:
+        recipe["evaluated_with"] = json.loads(args.model_kwargs)
     provenance = {"commit": commit or "unknown", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                   "machine": args.machine, "checkpoint": str(args.checkpoint)}
-    path = save_pretrained(task.model, args.tag, recipe=recipe, scores=read_test_scores(args.test_metrics),
+    path = save_pretrained(model, args.tag, recipe=recipe, scores=read_test_scores(args.test_metrics),
                            provenance=provenance, root=args.out)
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
     return 0

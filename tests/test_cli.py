@@ -12,6 +12,7 @@ import yaml
 from inrnet.cli import build, main
 from inrnet.inr import PixelINR, save_inrs
 from inrnet.models import pretrained as pt
+from inrnet.models import create_model
 
 CONFIGS = Path(__file__).resolve().parents[1] / "experiments" / "configs"
 TINY = ["--trainer.max_steps", "2", "--trainer.log_every_n_steps", "1", "--trainer.enable_progress_bar", "false",
@@ -184,6 +185,20 @@ def test_test_evaluates_shipped_weights_without_a_training_run(data_dir, tmp_pat
     (again,) = (tmp_path / "runs").rglob("version_2/metrics.csv")
     rows = dict(next(csv.DictReader(open(again))))
     assert float(rows["test/top1/grid_28x28"]) == pytest.approx(float(fitted["test/top1/grid_28x28"]))
+    # the same weights shipped under another quadrature, with the scores of retest.py's output
+    out = tmp_path / "retest.log"
+    out.write_text('noise\n{"metrics": {"test/top1/grid_28x28": 0.5, "test/loss/grid_28x28": 1.0}}\n')
+    assert ship.main([str(ckpt), "--tag", "toy2", "--test-metrics", str(out), "--config", str(config),
+                      "--command", "retest.py ...", "--data", "16 pixel INRs", "--model-kwargs",
+                      '{"estimator": "tap_mean"}']) == 0
+    info = pt.pretrained_info("inrnet2", "toy2")
+    assert info["config"]["estimator"] == "tap_mean" and info["scores"]["top1/grid_28x28"] == 0.5
+    assert info["recipe"]["evaluated_with"] == {"estimator": "tap_mean"}
+    shipped = create_model("inrnet2", pretrained="toy2")
+    assert all(c.estimator == "tap_mean" for c in shipped.modules() if hasattr(c, "estimator"))
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        ship.main([str(ckpt), "--tag", "toy3", "--test-metrics", str(out), "--config", str(config),
+                   "--command", "x", "--data", "x", "--model-kwargs", '{"widths": [4, 4]}'])
 
 
 def _load_script(name: str):
