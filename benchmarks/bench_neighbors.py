@@ -14,6 +14,12 @@ time, the minimum process CPU time (all threads), the number of pairs E and the 
 pair (from the minimum wall time, the steadier figure on a shared machine). All backends
 must return the same pairs.
 
+``--queries lattice`` instead searches the points from the queries of a latent lattice (a
+first conv writing to the grid of ``round(sqrt(N))`` pixels per axis, whole-basis 3x3
+support: half width 2 pixels), where the ``lattice`` backend applies (the default there)::
+
+    .venv/bin/python benchmarks/bench_neighbors.py --queries lattice --backends kdtree cells lattice
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/bench_neighbors.py
@@ -38,14 +44,16 @@ from inrnet.neighbors import find_neighbors
 from inrnet.sampling import sobol
 
 
-def time_search(points: PointSet, support: Support, backend: str, repeats: int) -> dict:
+def time_search(points: PointSet, support: Support, backend: str, repeats: int,
+                queries: PointSet | None = None) -> dict:
     """Median and minimum wall time, minimum process CPU time (s) of ``repeats`` uncached
-    searches, and the number of pairs."""
-    pairs = find_neighbors(points, points, support, backend=backend).num_pairs  # warm-up
+    searches of ``queries`` (default: the points themselves), and the number of pairs."""
+    queries = points if queries is None else queries
+    pairs = find_neighbors(points, queries, support, backend=backend).num_pairs  # warm-up
     wall, cpu = [], []
     for _ in range(repeats):
         start, start_cpu = time.perf_counter(), time.process_time()
-        result = find_neighbors(points, points, support, backend=backend)
+        result = find_neighbors(points, queries, support, backend=backend)
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
         if result.num_pairs != pairs:
@@ -58,16 +66,21 @@ def supports(n: int, fixed_half_width: float) -> dict[str, Support]:
     return {"3x3 cells": Support(1.5 * 2 / math.sqrt(n)), "fixed": Support(fixed_half_width)}
 
 
-def run(log2n: range, backends: list[str], fixed_half_width: float, repeats: int) -> list[dict]:
+def run(log2n: range, backends: list[str], fixed_half_width: float, repeats: int,
+        lattice_queries: bool = False) -> list[dict]:
     """One row per (N, support, backend); raises if two backends disagree on the pairs."""
     rows = []
     for k in log2n:
         n = 2**k
         points = PointSet(sobol(n, 2, seed=0))
-        for name, support in supports(n, fixed_half_width).items():
+        queries, cases = None, supports(n, fixed_half_width)
+        if lattice_queries:
+            side = round(math.sqrt(n))
+            queries, cases = PointSet.grid((side, side)), {"latent 3x3": Support(2 * 2 / side)}
+        for name, support in cases.items():
             reference = None
             for backend in backends:
-                timing = time_search(points, support, backend, repeats)
+                timing = time_search(points, support, backend, repeats, queries)
                 pairs = timing["pairs"]
                 if reference is not None and pairs != reference:
                     raise RuntimeError(f"N={n}, {name}: {backend} finds {pairs} pairs, {backends[0]} {reference}")
@@ -112,7 +125,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--min-log2n", type=int, default=10)
     parser.add_argument("--max-log2n", type=int, default=16)
-    parser.add_argument("--backends", nargs="+", default=["kdtree", "cells"], choices=["kdtree", "cells", "brute"])
+    parser.add_argument("--backends", nargs="+", default=["kdtree", "cells"], choices=["kdtree", "cells", "lattice", "brute"])
+    parser.add_argument("--queries", choices=["points", "lattice"], default="points",
+                        help="the points themselves, or a latent lattice of sqrt(N) pixels per axis")
     parser.add_argument("--fixed-half-width", type=float, default=1 / 32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -120,11 +135,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    rows = run(range(args.min_log2n, args.max_log2n + 1), args.backends, args.fixed_half_width, args.repeats)
+    rows = run(range(args.min_log2n, args.max_log2n + 1), args.backends, args.fixed_half_width, args.repeats,
+               lattice_queries=args.queries == "lattice")
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}, "
           f"{platform.python_implementation()} {platform.python_version()}; median of {args.repeats} runs\n")
     print(markdown(rows))
     if args.profile:
+        if args.queries == "lattice":
+            parser.error("--profile profiles the points-as-queries search")
         print(profile(2**args.max_log2n, args.backends, args.fixed_half_width))
 
 

@@ -37,10 +37,11 @@ from inrnet.sampling import Sampler, sobol
 
 PAIRS = (("inrnet4", "cnn4"), ("inrnet2", "cnn2"))
 SIDES = ("auto", "input")
-RECIPES = {"points": {}, "lattice": {"latent": "lattice", "support_extent": "basis"}}
+RECIPES = {"points": {}, "lattice": {"latent": "lattice", "support_extent": "basis", "estimator": "tap_mean"}}
 """Model arguments of each INR-Net variant: the registered default (``latent="points"``) and
 the shipped recipe (``create_model("inrnet4", pretrained="fashion_mnist")``: the first strided
-conv writes to a fixed lattice, whose later convs are stencils run as ``F.conv2d``)."""
+conv writes to a fixed lattice, whose later convs are stencils run as ``F.conv2d``; the
+per-tap mean quadrature)."""
 CONVS = ((64, 32, 1024), (16, 4, 1024), (16, 4, 4096), (16, 4, 16384))
 """``(channels, batch, points)`` of the single-conv rows: a 3x3 ``BSplineConv`` on Sobol points
 against ``nn.Conv2d`` on the square grid of as many pixels (issue 17.2's configurations)."""

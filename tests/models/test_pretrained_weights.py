@@ -80,8 +80,9 @@ def test_every_shipped_file_loads_and_names_its_scores():
 
 def test_shipped_inrnet4_classifies_the_embedded_test_inrs():
     """The shipped Fashion-MNIST INR-Net-4 on the 500 Fourier-feature test INRs embedded in the package
-    (batch norms as trained, no recalibration): measured 91.0% on the 28x28 grid, 92.0% at 3136 and
-    87.4% at 784 Sobol points (the 18000-step weights; the 6000-step ones scored 91.0 / 91.2 / 87.2%)."""
+    (batch norms as trained, no recalibration): measured 91.0% on the 28x28 grid, 91.2% at 3136 and
+    91.4% at 784 Sobol points with the shipped ``estimator="tap_mean"`` (with ``"sum"``, as trained:
+    91.0 / 92.0 / 87.4%)."""
     if ("inrnet4", "fashion_mnist") not in pt.list_pretrained():
         pytest.fail("the package ships no inrnet4 'fashion_mnist' weights")
     model = create_model("inrnet4", pretrained="fashion_mnist").eval()
@@ -89,7 +90,7 @@ def test_shipped_inrnet4_classifies_the_embedded_test_inrs():
     inrs, labels = data.batch(torch.arange(len(data)))
     lo, hi = inrs.family.value_range
     for points, floor in ((PointSet.grid((28, 28)), 0.88), (PointSet(sobol(3136, 2, seed=0)), 0.88),
-                          (PointSet(sobol(784, 2, seed=0)), 0.84)):
+                          (PointSet(sobol(784, 2, seed=0)), 0.88)):
         with torch.no_grad():
             values = (sample(inrs, points).values - lo) / (hi - lo)  # the DataModule's [0, 1] range
             accuracy = (model(Field(values, points)).argmax(1) == labels).double().mean()
