@@ -162,9 +162,15 @@ def _as_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k != "name"}
 
 
+EVALUATION_KWARGS = ("estimator",)
+"""Model arguments that change how the weights are evaluated, not what they are: a caller may
+override the stored value (the stored scores are for the stored value)."""
+
+
 def resolve_kwargs(name: str, tag: str, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments to build ``name`` with for ``tag``'s weights: the stored ones,
-    with the caller's on top where they agree.
+    with the caller's on top where they agree (or where the keyword is one of
+    `EVALUATION_KWARGS`, e.g. ``estimator="sum"`` for weights shipped with ``"tap_mean"``).
 
     Raises:
         ValueError: the caller asks for an architecture other than the one the weights fit
@@ -172,8 +178,8 @@ def resolve_kwargs(name: str, tag: str, kwargs: dict[str, Any]) -> dict[str, Any
     """
     stored = _as_kwargs(pretrained_info(name, tag)["config"])
     for k, v in kwargs.items():
-        if k in stored and _norm(stored[k]) != _norm(v):
-            raise ValueError(f"pretrained={tag!r} weights of {name!r} were trained with {k}={stored[k]!r}, "
+        if k in stored and k not in EVALUATION_KWARGS and _norm(stored[k]) != _norm(v):
+            raise ValueError(f"pretrained={tag!r} weights of {name!r} are a model with {k}={stored[k]!r}, "
                              f"got {k}={v!r}; leave {k} out to use the weights")
     return {**stored, **kwargs}
 
