@@ -118,15 +118,16 @@ def _embedded_scenes(n: int):
 
 def test_shipped_segmenter_segments_scenes_of_the_embedded_test_items():
     """The shipped multi-scale segmenter (`inrnet_unet` / 'fashion_mnist_scenes') on 64 scenes made of the
-    embedded test items (batch norms as trained): measured mIoU 0.584 / pixel accuracy 92.5% with the
-    input on the 64x64 grid and 0.553 / 91.2% on 4096 Sobol points, labels at the 64x64 cell centres."""
+    embedded test items (batch norms as trained): measured mIoU 0.612 / pixel accuracy 93.2% with the
+    input on the 64x64 grid and 0.587 / 92.2% on 4096 Sobol points, labels at the 64x64 cell centres
+    (the first-pass weights, Sobol-trained with ``sum``: 0.584 / 92.5% and 0.553 / 91.2%)."""
     from torchmetrics.classification import MulticlassJaccardIndex
     if ("inrnet_unet", "fashion_mnist_scenes") not in pt.list_pretrained():
         pytest.fail("the package ships no inrnet_unet 'fashion_mnist_scenes' weights")
     model = create_model("inrnet_unet", pretrained="fashion_mnist_scenes").eval()
     scenes, labels = _embedded_scenes(64)
     query, target = PointSet.grid((64, 64)), labels.flatten(1).long()
-    for points, floor in ((query, 0.52), (PointSet(sobol(4096, 2, seed=0)), 0.50)):
+    for points, floor in ((query, 0.56), (PointSet(sobol(4096, 2, seed=0)), 0.54)):
         with torch.no_grad():
             pred = model(Field(sample(scenes, points).values, points), query).values.argmax(-1)  # (64, 4096)
         miou = MulticlassJaccardIndex(11, average="macro", ignore_index=255)(pred, target)
