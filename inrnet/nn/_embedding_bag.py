@@ -168,6 +168,28 @@ def _batch_bags(plan: GatherPlan, b: int, kind: str) -> _Bags:
     return _stacked(plan, kind, _plan_bags(plan, kind), b)
 
 
+POINTS_MAJOR_CHANNELS = 1
+"""Inputs with at most this many channels gather ``Z = S f`` for the whole batch in one
+``embedding_bag`` over a points-major ``[N, B * C]`` table (one bag per row of ``S``, no
+batch-stacked bags to build for a fresh plan); wider inputs gather sample-major rows in
+cache-sized chunks. 0 turns the points-major gather off (the benchmarks' A/B)."""
+
+
+def _points_major_z(x: Tensor, plan: GatherPlan) -> Tensor | None:
+    """``Z = S f`` of the whole batch as Tensor[B * M, A * C] (rows ``(b, m)``, columns
+    ``(a, c)``), from one bag per row of ``S`` over the table ``f`` laid out ``[N, B * C]``;
+    None where the input is too wide (`POINTS_MAJOR_CHANNELS`) or ``Z`` too large (`STACK_BYTES`)."""
+    b, n, c = x.shape
+    m, a = plan.num_out, plan.num_atoms
+    if c > POINTS_MAJOR_CHANNELS or b * m * a * c * x.element_size() > STACK_BYTES:
+        return None
+    table = x.permute(1, 0, 2).reshape(n, b * c)  # (N, B*C)
+    bags = _plan_bags(plan, "gather")
+    z = F.embedding_bag(bags.index, table, bags.ptr, mode="sum", per_sample_weights=bags.value.to(x.dtype),
+                        include_last_offset=True)  # (M*A, B*C)
+    return z.view(m, a, b, c).permute(2, 0, 1, 3).reshape(b * m, a * c)
+
+
 def _chunk_rows(row_bytes: int, device: torch.device, chunk_bytes: int | None) -> int:
     """Rows per chunk so that a chunk of ``Z`` (or ``U``) takes about ``chunk_bytes``."""
     budget = CHUNK_BYTES.get(device.type, CHUNK_BYTES["cuda"]) if chunk_bytes is None else chunk_bytes
@@ -191,8 +213,13 @@ class _AtomConv(torch.autograd.Function):
         b, n, c = x.shape
         a, cg, o = atoms.shape
         m, og = plan.num_out, o // groups
-        gather = _batch_bags(plan, b, "gather")
         w = atoms.view(a, cg, groups, og).permute(2, 0, 1, 3).reshape(groups, a * cg, og)  # (g, A*Cg, Og)
+        ctx.save_for_backward(x, atoms)
+        ctx.plan, ctx.groups, ctx.chunk_bytes = plan, groups, chunk_bytes
+        z = _points_major_z(x, plan) if groups == 1 else None
+        if z is not None:  # narrow input (a network's first conv): one gather for the batch
+            return torch.mm(z, w[0]).view(b, m, o)
+        gather = _batch_bags(plan, b, "gather")
         table = x.reshape(b * n, c)
         out = x.new_empty(b * m, o)
         step = _chunk_rows(a * c * x.element_size(), x.device, chunk_bytes)
@@ -203,8 +230,6 @@ class _AtomConv(torch.autograd.Function):
                 torch.mm(z, w[0], out=out[r0:r1])
             else:
                 out[r0:r1] = torch.bmm(_by_group(z, groups, a), w).permute(1, 0, 2).reshape(r1 - r0, o)
-        ctx.save_for_backward(x, atoms)
-        ctx.plan, ctx.groups, ctx.chunk_bytes = plan, groups, chunk_bytes
         return out.view(b, m, o)
 
     @staticmethod
@@ -264,7 +289,10 @@ def _backward_output_side(x: Tensor, atoms: Tensor, grad: Tensor, plan: GatherPl
     m, og = plan.num_out, o // groups
     dg = grad.contiguous().view(b * m, o)
     grad_w = grad_x = None
-    if need_w:
+    z = _points_major_z(x, plan) if need_w and groups == 1 else None
+    if z is not None:  # narrow input: dW = Z^T dg from one gather for the batch
+        grad_w = torch.mm(z.t(), dg).view(a, cg, o)  # (A*C, O) -> (A, C, O)
+    elif need_w:
         gather = _batch_bags(plan, b, "gather")
         table = x.reshape(b * n, c)
         acc = atoms.new_zeros(groups, a * cg, og)  # (g, A*Cg, Og)

@@ -106,6 +106,20 @@ def test_matches_per_pair_reference_in_every_chunking(groups, chunk_bytes, strid
     _assert_matches_reference(layer, field, queries, out)
 
 
+@pytest.mark.parametrize("points_major", [0, 1, 4])
+@pytest.mark.parametrize("c_in", [1, 3])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_points_major_gather_of_narrow_inputs_matches_the_reference(points_major, c_in, stride, side, monkeypatch):
+    """Inputs of at most ``POINTS_MAJOR_CHANNELS`` channels gather the whole batch in one bag per
+    row of S (a first conv); output and both gradients are the per-pair reference's either way."""
+    monkeypatch.setattr(_embedding_bag, "POINTS_MAJOR_CHANNELS", points_major)
+    layer, field, queries, plan = _setup(1, c_in=c_in, stride=stride)
+    used = _embedding_bag._points_major_z(field.values.detach(), plan) is not None
+    assert used == (c_in <= points_major)
+    out = atom_conv(field.values, plan, layer.atoms(), 1, backend="embedding_bag")
+    _assert_matches_reference(layer, field, queries, out)
+
+
 def test_gradcheck_small_chunks_groups(bags_mode, side):
     layer, field, _, plan = _setup(2, c_in=4, c_out=4, n=20)
     atoms = layer.atoms().detach().requires_grad_()
