@@ -1,0 +1,107 @@
+"""What fresh points cost a training step (issue 17, item 4), with the points-major gather of
+one-channel inputs on and off (``inrnet.nn._embedding_bag.POINTS_MAJOR_CHANNELS``).
+
+One AdamW step of cross-entropy, batch 64: the shipped recipe of ``inrnet4`` / ``inrnet2``
+(latent lattice, whole-basis supports, ``estimator="tap_mean"``) on 784 fresh scrambled Sobol
+points per step (the geometry built in the step, as in training) and on one fixed point set
+(its geometry cached), each with the points-major gather off (0) and on (1), next to
+``cnn4`` / ``cnn2`` on 28 x 28 images. All variants run in interleaved rounds in one
+process (median), so they see the same machine load; fresh minus fixed is the geometry.
+
+Usage: python benchmarks/bench_fresh_geometry.py [--threads 1 2] [--rounds 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from inrnet import Field
+from inrnet.models import create_model
+from inrnet.nn import _embedding_bag
+from inrnet.sampling import Sampler
+
+RECIPE = {"latent": "lattice", "support_extent": "basis", "estimator": "tap_mean"}
+PAIRS = (("inrnet4", "cnn4"), ("inrnet2", "cnn2"))
+
+
+def run(threads: int, rounds: int, batch: int = 64) -> None:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    labels = torch.randint(0, 10, (batch,))
+    images = torch.randn(batch, 1, 28, 28)
+    sampler = Sampler("sobol", 784)
+    fixed = sampler.draw(0)
+    calls = [0]
+    variants = {}
+    for inr_name, cnn_name in PAIRS:
+        inet = create_model(inr_name, in_channels=1, num_classes=10, **RECIPE)
+        opt = torch.optim.AdamW(inet.parameters())
+
+        def inr_step(points_major, fresh, inet=inet, opt=opt):
+            _embedding_bag.POINTS_MAJOR_CHANNELS = points_major
+            calls[0] += 1
+            points = sampler.draw(calls[0]) if fresh else fixed
+            loss = F.cross_entropy(inet(Field(torch.randn(batch, 784, 1), points)), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        for pm in (0, 1):
+            for fresh in (True, False):
+                variants[(inr_name, pm, fresh)] = lambda pm=pm, fresh=fresh, f=inr_step: f(pm, fresh)
+        cnn = create_model(cnn_name, in_channels=1, num_classes=10)
+        opt_c = torch.optim.AdamW(cnn.parameters())
+
+        def cnn_step(cnn=cnn, opt=opt_c):
+            loss = F.cross_entropy(cnn(images), labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        variants[cnn_name] = cnn_step
+    for step in variants.values():  # warm-up
+        step()
+        step()
+    times = {k: [] for k in variants}
+    for _ in range(rounds):
+        for k, step in variants.items():
+            start = time.perf_counter()
+            step()
+            times[k].append(time.perf_counter() - start)
+    _embedding_bag.POINTS_MAJOR_CHANNELS = 1
+    med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    for inr_name, cnn_name in PAIRS:
+        for pm in (0, 1):
+            fresh, fix = med[(inr_name, pm, True)], med[(inr_name, pm, False)]
+            print(f"| `{inr_name}` | {threads} | {'on' if pm else 'off'} | {fresh:.1f} | {fresh / med[cnn_name]:.2f}x | "
+                  f"{fix:.1f} | {(fresh - fix) / fresh:.0%} |")
+        print(f"| `{cnn_name}` | {threads} | | {med[cnn_name]:.1f} | 1.00x | | |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker is not None:
+        run(args.worker, args.rounds)
+        return
+    print(f"torch {torch.__version__}, batch 64, 784 points, {args.rounds} interleaved rounds, median\n")
+    print("| step | threads | points-major | fresh (ms) | / CNN twin | fixed (ms) | geometry |")
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for threads in args.threads:  # each thread count in its own process
+        out = subprocess.run([sys.executable, __file__, "--worker", str(threads), "--rounds", str(args.rounds)],
+                             capture_output=True, text=True, check=True)
+        print(out.stdout.rstrip())
+
+
+if __name__ == "__main__":
+    main()
