@@ -14,10 +14,8 @@ Usage: python benchmarks/bench_fresh_geometry.py [--threads 1 2] [--rounds 25]
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +24,8 @@ from inrnet import Field
 from inrnet.models import create_model
 from inrnet.nn import _embedding_bag
 from inrnet.sampling import Sampler
+
+from bench_step import interleaved_medians  # noqa: E402  (benchmarks/ is the script's folder)
 
 RECIPE = {"latent": "lattice", "support_extent": "basis", "estimator": "tap_mean"}
 PAIRS = (("inrnet4", "cnn4"), ("inrnet2", "cnn2"))
@@ -66,17 +66,8 @@ def run(threads: int, rounds: int, batch: int = 64) -> None:
             opt.step()
 
         variants[cnn_name] = cnn_step
-    for step in variants.values():  # warm-up
-        step()
-        step()
-    times = {k: [] for k in variants}
-    for _ in range(rounds):
-        for k, step in variants.items():
-            start = time.perf_counter()
-            step()
-            times[k].append(time.perf_counter() - start)
+    med = {k: 1e3 * v for k, v in interleaved_medians(variants, rounds).items()}
     _embedding_bag.POINTS_MAJOR_CHANNELS = 1
-    med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     for inr_name, cnn_name in PAIRS:
         for pm in (0, 1):
             fresh, fix = med[(inr_name, pm, True)], med[(inr_name, pm, False)]

@@ -119,11 +119,12 @@ def _convs():
     return calls
 
 
-def run(threads: int, rounds: int, batch: int) -> dict:
-    torch.set_num_threads(threads)
-    steps = {**_steps(batch), **_convs()}
-    for step in steps.values():  # warm-up: first-call allocations and caches
-        for _ in range(2):
+def interleaved_medians(steps: dict, rounds: int, warmup: int = 2) -> dict:
+    """``{name: median seconds}`` of ``steps`` (``{name: step()}``), each run once per round
+    after ``warmup`` calls (first-call allocations and caches), so every median sees the
+    same machine load."""
+    for step in steps.values():
+        for _ in range(warmup):
             step()
     times = {name: [] for name in steps}
     for _ in range(rounds):
@@ -131,8 +132,14 @@ def run(threads: int, rounds: int, batch: int) -> dict:
             t = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - t)
-    _embedding_bag.BACKWARD = "auto"
     return {name: float(np.median(ts)) for name, ts in times.items()}
+
+
+def run(threads: int, rounds: int, batch: int) -> dict:
+    torch.set_num_threads(threads)
+    med = interleaved_medians({**_steps(batch), **_convs()}, rounds)
+    _embedding_bag.BACKWARD = "auto"
+    return med
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -434,7 +434,7 @@ def _lattice_candidates(lattice, x: Tensor, reach: Tensor, chunk: int = 1 << 22)
         valid = torch.ones(xs.shape[0], 1, dtype=torch.bool, device=x.device)
         for k in range(d):  # C order: flat = ((i_0 * n_1 + i_1) * n_2 + i_2) ...
             idx = lo[:, k, None] + offs  # (m, span)
-            ok = (idx >= 0) & (idx < shape[k]) & (idx <= hi[:, k, None])
+            ok = (idx < shape[k]) & (idx <= hi[:, k, None])  # idx >= lo >= 0
             flat = (flat[:, :, None] * shape[k] + idx[:, None, :]).reshape(xs.shape[0], -1)
             valid = (valid[:, :, None] & ok[:, None, :]).reshape(xs.shape[0], -1)
         point = torch.arange(start, start + xs.shape[0], device=x.device)[:, None].expand_as(flat)

@@ -293,8 +293,7 @@ class ContinuousConv(nn.Module):
         key = nbrs.row[:, None] * a + index  # (E, P): row m * A + a of S
         total = value.new_zeros(queries.n * a).index_add_(0, key.reshape(-1), value.reshape(-1))  # (M * A,)
         offsets, mass = self.atom_taps()  # (A, d), (A,)
-        scale = torch.where(total > 0, mass.to(total).repeat(queries.n) / total.clamp_min(torch.finfo(total.dtype).tiny),
-                            torch.zeros_like(total))
+        scale = torch.where(total > 0, mass.to(total).repeat(queries.n) / total, 0.0)  # 0 where no point
         if self.mirror_inset() is None and self.padding != "none":  # zero padding: nothing outside the box
             box = torch.tensor(tiled_box(points), dtype=torch.float64, device=total.device)  # (d, 2)
             taps = queries.coords.double()[:, None, :] + offsets.to(total.device)  # (M, A, d)

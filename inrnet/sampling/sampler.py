@@ -105,10 +105,7 @@ class Sampler:
         Raises:
             ValueError: ``state`` is not such a dict.
         """
-        calls = state.get("calls") if isinstance(state, dict) else None
-        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
-            raise ValueError(f"a Sampler state is {{'calls': non-negative int}}, got {state!r}")
-        self._calls = calls
+        self._calls = _calls_of(state, "Sampler")
 
 
 class MixedSampler:
@@ -174,10 +171,15 @@ class MixedSampler:
         Raises:
             ValueError: ``state`` is not ``{"calls": non-negative int}``.
         """
-        calls = state.get("calls") if isinstance(state, dict) else None
-        if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
-            raise ValueError(f"a MixedSampler state is {{'calls': non-negative int}}, got {state!r}")
-        self._calls = calls
+        self._calls = _calls_of(state, "MixedSampler")
+
+
+def _calls_of(state: dict[str, int], what: str) -> int:
+    """The call count of a sampler state ``{"calls": c}``, checked: a non-negative integer."""
+    calls = state.get("calls") if isinstance(state, dict) else None
+    if isinstance(calls, bool) or not isinstance(calls, int) or calls < 0:
+        raise ValueError(f"a {what} state is {{'calls': non-negative int}}, got {state!r}")
+    return calls
 
 
 def _count_range(n: Sequence[int]) -> tuple[int, int]:
