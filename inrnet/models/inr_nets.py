@@ -143,7 +143,8 @@ class INRNetClassifier(nn.Module):
             ``"mean"`` (the paper's ratio estimator: lower variance on scattered points) or
             ``"tap_mean"`` (B-spline convs: each tap's own weighted mean, the discrete filter
             applied to the field interpolated at its taps; the twin on grids, no point-count
-            noise on scattered points).
+            noise on scattered points), ``"tap_linear"`` or ``"tap_quadratic"`` (the same with a
+            least-squares plane / quadratic through each tap's points instead of their mean).
         latent: where the first strided conv puts its outputs. ``"points"`` (the paper's):
             a prefix of the input points (every other pixel of a grid), so every layer
             integrates over the input's own scattered points. ``"lattice"``: the sub-lattice

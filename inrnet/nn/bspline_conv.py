@@ -66,8 +66,9 @@ class BSplineConv(ContinuousConv):
         padding: boundary handling, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
         groups: channel groups, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
         bias: learn a bias per output channel.
-        estimator: ``"sum"``, ``"mean"`` or ``"tap_mean"`` quadrature, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv]
-            (``"tap_mean"``: the filter applied to the field interpolated at its taps).
+        estimator: ``"sum"``, ``"mean"``, ``"tap_mean"``, ``"tap_linear"`` or ``"tap_quadratic"``
+            quadrature, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv] (``"tap_*"``: the filter applied to
+            the field interpolated at its taps by the points' mean, a least-squares plane or quadratic).
 
     Attributes:
         weight: Tensor[C_out, C_in / groups, *kernel_size], the tap values (laid out like
@@ -115,6 +116,9 @@ class BSplineConv(ContinuousConv):
 
     def reflect_inset(self) -> tuple[float, ...]:
         return tuple(h / 2 for h in self.spacing)
+
+    def tap_spacing(self) -> tuple[float, ...]:
+        return self.spacing
 
     def atom_taps(self) -> tuple[Tensor, Tensor]:
         # atom a = control point (i_0, ..., i_{d-1}) in C order, at its tap; a cardinal

@@ -36,6 +36,14 @@ points tile sees nothing (zero padding), and one whose basis function holds no p
 On a full grid of the tap spacing it is the discrete filter, as ``"sum"`` is (degree <= 1 at
 the border too); on scattered points it has no noise from how many points a tap's basis
 function happens to hold, which dominates ``"sum"`` at about one point per pixel.
+``estimator="tap_linear"`` / ``"tap_quadratic"`` estimate the field at each tap from the same
+points by a weighted least-squares plane / quadratic (with a small ridge on the monomials,
+``TAP_FIT_RIDGE``) instead of their mean, which is the field near the points' centroid rather
+than at the tap: the plane is exact for linear fields wherever a tap holds 3 points not on a
+line. Both are the discrete filter wherever ``"tap_mean"`` is for degree <= 1 (a tap holding
+one point, at the tap; the plane also where the points are symmetric about it), and on
+scattered points about one per pixel their estimates of the field at the taps are about 7% /
+13% closer to the truth than the mean's (docs/results.md, ``experiments/tap_interpolation.py``).
 
 Padding says what the integral sees outside the box the points tile (the domain; for a
 lattice, its cells, see [`tiled_box`][inrnet.neighbors.tiled_box]):
@@ -71,7 +79,25 @@ from inrnet.nn.kernels import bin_seeds
 
 __all__ = ["ContinuousConv", "conv_pairs", "support_fraction"]
 
-ESTIMATORS = ("sum", "mean", "tap_mean")
+ESTIMATORS = ("sum", "mean", "tap_mean", "tap_linear", "tap_quadratic")
+TAP_ESTIMATORS = {"tap_mean": 0, "tap_linear": 1, "tap_quadratic": 2}
+"""The per-tap estimators and the degree of the local polynomial each fits to a tap's points."""
+TAP_FIT_RIDGE = {1: 0.03, 2: 0.01}
+"""The ridge on the fitted monomials per degree, in units of the tap's total weight times the
+monomial's squared length scale (``h_k^2``, ``h_k^2 h_l^2``): chosen by the label-free
+interpolation error of ``experiments/tap_interpolation.py`` on the embedded training SIRENs
+(docs/results.md)."""
+
+
+def _fit_features(r: Tensor, h: Tensor, degree: int) -> tuple[Tensor, Tensor]:
+    """The non-constant monomials of offsets ``r`` Tensor[..., d] up to ``degree`` (1 or 2), and
+    each one's squared length scale (``h_k^2`` for ``r_k``, ``h_k^2 h_l^2`` for ``r_k r_l``)."""
+    feats, scales = [r], [h ** 2]
+    if degree >= 2:
+        i, j = torch.triu_indices(r.shape[-1], r.shape[-1], device=r.device)
+        feats.append(r[..., i] * r[..., j])
+        scales.append((h[i] * h[j]) ** 2)
+    return torch.cat(feats, -1), torch.cat(scales)
 
 
 def support_fraction(queries: PointSet, bounds, support: Support, n_probe: int = 1024) -> Tensor:
@@ -139,8 +165,8 @@ class ContinuousConv(nn.Module):
             the support's reach); see the module docstring.
         groups: split channels into groups (``groups == C_in`` is depthwise).
         bias: learn a bias per output channel.
-        estimator: ``"sum"``, ``"mean"`` or ``"tap_mean"`` quadrature (module docstring;
-            ``"tap_mean"`` for kernels with taps only).
+        estimator: ``"sum"``, ``"mean"``, ``"tap_mean"``, ``"tap_linear"`` or ``"tap_quadratic"``
+            quadrature (module docstring; the ``"tap_*"`` ones for kernels with taps only).
     """
 
     def __init__(self, in_channels: int, out_channels: int, support: Support, *,
@@ -158,8 +184,8 @@ class ContinuousConv(nn.Module):
             raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        if estimator == "tap_mean" and cls.atom_taps is ContinuousConv.atom_taps:
-            raise ValueError(f"estimator='tap_mean' normalises each atom at its tap; {cls.__name__} has no taps "
+        if estimator in TAP_ESTIMATORS and cls.atom_taps is ContinuousConv.atom_taps:
+            raise ValueError(f"estimator={estimator!r} normalises each atom at its tap; {cls.__name__} has no taps "
                              "(use a B-spline kernel, or estimator='sum' / 'mean')")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.support = support
@@ -213,9 +239,14 @@ class ContinuousConv(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} evaluates its kernel per pair and has no atoms")
 
     def atom_taps(self) -> tuple[Tensor, Tensor]:
-        """Where each atom sits and what it integrates to, for ``estimator="tap_mean"`` (kernels
+        """Where each atom sits and what it integrates to, for the ``estimator="tap_*"`` quadratures (kernels
         with taps): ``(offsets Tensor[A, d], mass Tensor[A])`` in float64, atom ``a``'s tap
         ``q + offsets[a]`` for a query ``q`` and ``mass[a] = int phi_a``."""
+        raise NotImplementedError(f"{type(self).__name__} has no taps")
+
+    def tap_spacing(self) -> tuple[float, ...]:
+        """The distance between neighbouring taps per axis (kernels with taps), the length scale
+        of the ridge of ``estimator="tap_linear"`` / ``"tap_quadratic"``."""
         raise NotImplementedError(f"{type(self).__name__} has no taps")
 
     def reflect_inset(self) -> tuple[float, ...] | None:
@@ -244,7 +275,7 @@ class ContinuousConv(nn.Module):
     def _pair_weight(self, points: PointSet, queries: PointSet, nbrs: Neighbors) -> Tensor:
         """Quadrature weight of each pair, Tensor[E]."""
         w = points.weights[nbrs.col]
-        if self.estimator != "mean":  # "tap_mean" normalises per atom, in the plan
+        if self.estimator != "mean":  # the "tap_*" estimators normalise per atom, in the plan
             return w
         mirrored = self.mirror_inset() is not None  # the mirror images fill the support
         frac = 1.0 if mirrored else support_fraction(queries, points.bounds, self.support).to(w)
@@ -279,24 +310,54 @@ class ContinuousConv(nn.Module):
         index, value = self.expand(nbrs.offset.double())  # (E, P) each
         weight = self._pair_weight(points, queries, nbrs).double()  # (E,)
         value = value * weight[:, None]
-        if self.estimator == "tap_mean":
+        if self.estimator in TAP_ESTIMATORS:
             value = self._tap_mean(points, queries, nbrs, index, value)
         lattices = None if points.lattice is None or queries.lattice is None else (points.lattice, queries.lattice)
         return GatherPlan.from_pairs(nbrs, index, value, self.num_atoms, points.dtype, lattices)
 
     def _tap_mean(self, points: PointSet, queries: PointSet, nbrs: Neighbors, index: Tensor, value: Tensor
                    ) -> Tensor:
-        """``estimator="tap_mean"``: each pair's ``w_j phi_a`` (``value`` Tensor[E, P], atoms
-        ``index``) divided by its (query, atom)'s total, times ``mass[a]``; 0 for atoms
-        without points and, with zero padding, for taps outside the points' box."""
+        """The ``"tap_*"`` estimators: each pair's ``w_j phi_a`` (``value`` Tensor[E, P], atoms
+        ``index``) turned into its weight in the (query, atom)'s estimate of the field at the
+        tap, times ``mass[a]``; 0 for atoms without points and, with zero padding, for taps
+        outside the points' box.
+
+        ``"tap_mean"``: the weights divided by their (query, atom)'s total ``s0``.
+        ``"tap_linear"`` / ``"tap_quadratic"``: the weights of a weighted least-squares fit
+        ``f(x) ~ alpha + g . m(x - tap)`` evaluated at the tap (``alpha``), ``m`` the monomials of
+        degree 1 (to 2) of the offset [`_fit_features`][inrnet.nn.conv._fit_features], with a ridge
+        ``TAP_FIT_RIDGE[degree] * s0 * scale`` on each coefficient. With the moments
+        ``s1 = sum v m``, ``S2 = sum v m m^T`` and ``P = (S2 + ridge)^-1``, pair ``j`` weighs
+        ``v_j (1 - m_j . P s1) / (s0 - s1 . P s1)``: the weights sum to one, a single point keeps
+        its value, and a polynomial of the fit's degree is reproduced up to the ridge's shrinkage
+        where the points determine it."""
         a = self.num_atoms
         key = nbrs.row[:, None] * a + index  # (E, P): row m * A + a of S
-        total = value.new_zeros(queries.n * a).index_add_(0, key.reshape(-1), value.reshape(-1))  # (M * A,)
+        flat = key.reshape(-1)
+        total = value.new_zeros(queries.n * a).index_add_(0, flat, value.reshape(-1))  # (M * A,) s0
         offsets, mass = self.atom_taps()  # (A, d), (A,)
-        scale = torch.where(total > 0, mass.to(total).repeat(queries.n) / total, 0.0)  # 0 where no point
+        offsets = offsets.to(total.device)
+        degree = TAP_ESTIMATORS[self.estimator]
+        if degree > 0:
+            r = nbrs.offset.double()[:, None, :] - offsets[index]  # (E, P, d): point minus tap
+            h = torch.tensor(self.tap_spacing(), dtype=torch.float64, device=total.device)  # (d,)
+            feat, scale2 = _fit_features(r, h, degree)  # (E, P, k), (k,)
+            k = feat.shape[-1]
+            vr = value[..., None] * feat  # (E, P, k)
+            s1 = total.new_zeros(queries.n * a, k).index_add_(0, flat, vr.reshape(-1, k))  # (M * A, k)
+            s2 = total.new_zeros(queries.n * a, k, k).index_add_(
+                0, flat, (vr[..., :, None] * feat[..., None, :]).reshape(-1, k, k))  # (M * A, k, k)
+            ridge = TAP_FIT_RIDGE[degree] * total[:, None] * scale2  # (M * A, k)
+            s2 = s2 + torch.diag_embed(ridge.clamp_min(torch.finfo(torch.float64).tiny))
+            u = torch.linalg.solve(s2, s1)  # (M * A, k): P s1
+            denom = total - (s1 * u).sum(-1)  # (M * A,) > 0 wherever total > 0
+            value = value * (1 - (feat * u[key]).sum(-1))  # (E, P)
+        else:
+            denom = total
+        scale = torch.where(total > 0, mass.to(total).repeat(queries.n) / denom, 0.0)  # 0 where no point
         if self.mirror_inset() is None and self.padding != "none":  # zero padding: nothing outside the box
             box = torch.tensor(tiled_box(points), dtype=torch.float64, device=total.device)  # (d, 2)
-            taps = queries.coords.double()[:, None, :] + offsets.to(total.device)  # (M, A, d)
+            taps = queries.coords.double()[:, None, :] + offsets  # (M, A, d)
             slack = 1e-9 * box.abs().max()
             inside = ((taps >= box[:, 0] - slack) & (taps <= box[:, 1] + slack)).all(-1)  # (M, A)
             scale = scale * inside.reshape(-1)

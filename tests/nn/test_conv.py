@@ -294,14 +294,98 @@ def test_tap_mean_estimator_interpolates_constants_exactly_where_sum_is_noisy():
 @pytest.mark.parametrize("kw", [dict(), dict(support_extent="basis"), dict(stride=2), dict(padding="symmetric"),
                                 dict(padding="reflect"), dict(padding="none"), dict(kernel_size=5, degree=1),
                                 dict(kernel_size=2, degree=0)])
-def test_tap_mean_estimator_is_the_discrete_filter_on_its_grid(kw):
+@pytest.mark.parametrize("estimator", ["tap_mean", "tap_linear", "tap_quadratic"])
+def test_tap_mean_estimator_is_the_discrete_filter_on_its_grid(kw, estimator):
     torch.manual_seed(1)
     x = torch.randn(2, 3, 12, 10, dtype=D64)
     kw = {"kernel_size": 3, **kw}
     plain = BSplineConv(3, 4, spacing=(2 / 12, 2 / 10), **kw).double()
-    tapped = BSplineConv(3, 4, spacing=(2 / 12, 2 / 10), estimator="tap_mean", **kw).double()
+    tapped = BSplineConv(3, 4, spacing=(2 / 12, 2 / 10), estimator=estimator, **kw).double()
     tapped.load_state_dict(plain.state_dict())
     torch.testing.assert_close(tapped(grid_field(x)).values, plain(grid_field(x)).values, rtol=1e-12, atol=1e-12)
+
+
+# --- tap_linear / tap_quadratic: a weighted least-squares polynomial at each tap -------------------
+
+def _monomials(r: torch.Tensor, degree: int) -> tuple[torch.Tensor, list[tuple[int, ...]]]:
+    """The non-constant monomials of 2-d offsets ``r`` [n, 2] up to ``degree``, and their axes."""
+    axes = [(0,), (1,)] + ([(0, 0), (0, 1), (1, 1)] if degree == 2 else [])
+    return torch.stack([r[:, list(a)].prod(1) for a in axes], 1), axes
+
+
+def _tap_fit_reference(layer: BSplineConv, field: Field, queries: PointSet, degree: int, ridge: float) -> torch.Tensor:
+    """A double loop: for each query and tap, the ``phi_a``-weighted least-squares polynomial
+    ``alpha + sum_k g_k m_k(x - tap)`` through the points (each coefficient with the ridge
+    ``ridge * sum(phi_a w) * prod of its axes' spacing^2``, as extra rows of the design), solved
+    with ``torch.linalg.lstsq``; ``alpha`` times the tap's filter weight."""
+    pts = field.points
+    offsets, mass = layer.atom_taps()
+    atoms = layer.atoms().detach()  # (A, C_in, C_out)
+    h = layer.spacing
+    lo = torch.tensor([b[0] for b in pts.bounds], dtype=D64)
+    hi = torch.tensor([b[1] for b in pts.bounds], dtype=D64)
+    out = torch.zeros(field.values.shape[0], queries.n, layer.out_channels, dtype=D64)
+    for m, q in enumerate(queries.coords.double()):
+        index, value = layer.expand(pts.coords.double() - q)  # (N, P)
+        for a in range(layer.num_atoms):
+            tap = q + offsets[a]
+            phi = (value * (index == a)).sum(1) * layer.support.contains(pts.coords.double() - q, 1e-12)
+            w = phi * pts.weights.double()
+            keep = w > 0
+            if not bool(keep.any()) or not bool(((tap >= lo - 1e-12) & (tap <= hi + 1e-12)).all()):
+                continue
+            sw = w[keep].sqrt()
+            feats, axes = _monomials(pts.coords.double()[keep] - tap, degree)  # (n, k)
+            design = torch.cat([torch.ones(len(feats), 1, dtype=D64), feats], 1) * sw[:, None]  # (n, 1 + k)
+            scale = torch.tensor([float(np.prod([h[i] ** 2 for i in ax])) for ax in axes], dtype=D64)
+            penalty = torch.cat([torch.zeros(len(axes), 1, dtype=D64), torch.diag((ridge * w.sum() * scale).sqrt())], 1)
+            for b in range(field.values.shape[0]):
+                rhs = torch.cat([field.values[b, keep] * sw[:, None],
+                                 torch.zeros(len(axes), field.values.shape[2], dtype=D64)])
+                coef = torch.linalg.lstsq(torch.cat([design, penalty]), rhs).solution  # (1 + k, C_in)
+                out[b, m] += mass[a] * coef[0] @ atoms[a]
+    return out + layer.bias.detach()
+
+
+@pytest.mark.parametrize("estimator", ["tap_linear", "tap_quadratic"])
+@pytest.mark.parametrize("kw", [dict(kernel_size=3), dict(kernel_size=3, support_extent="basis"),
+                                dict(kernel_size=(3, 2), stride=2), dict(kernel_size=3, degree=2)])
+def test_tap_fit_estimators_match_their_double_loop_on_scattered_points(kw, estimator):
+    from inrnet.nn.conv import TAP_ESTIMATORS, TAP_FIT_RIDGE
+    torch.manual_seed(0)
+    pts = PointSet(sobol(300, 2, seed=7, dtype=D64))
+    field = Field(torch.randn(2, 300, 3, dtype=D64), pts)
+    layer = BSplineConv(3, 4, spacing=0.15, estimator=estimator, **kw).double()
+    out = layer(field)
+    degree = TAP_ESTIMATORS[estimator]
+    ref = _tap_fit_reference(layer, field, out.points, degree, TAP_FIT_RIDGE[degree])
+    torch.testing.assert_close(out.values, ref, rtol=1e-9, atol=1e-9)
+    mean = BSplineConv(3, 4, spacing=0.15, estimator="tap_mean", **kw).double()
+    mean.load_state_dict(layer.state_dict())
+    assert not torch.allclose(mean(Field(field.values, PointSet(pts.coords))).values, out.values, atol=1e-3)
+
+
+@pytest.mark.parametrize("estimator, degree, n", [("tap_linear", 1, 4096), ("tap_quadratic", 2, 16384)])
+def test_tap_fit_estimators_reproduce_their_polynomials_where_tap_mean_blurs_them(monkeypatch, estimator, degree, n):
+    # a plane needs 3 points per tap's basis function, a quadratic 6: it holds about 4 and 16 here
+    monkeypatch.setattr("inrnet.nn.conv.TAP_FIT_RIDGE", {1: 1e-12, 2: 1e-12})
+    poly = lambda x: 0.3 + 1.5 * x[:, 0] - 2.0 * x[:, 1] + (degree == 2) * (4 * x[:, 0] ** 2 - 3 * x[:, 0] * x[:, 1])  # noqa: E731
+    pts = PointSet(sobol(n, 2, seed=1, dtype=D64))
+    q = PointSet.grid((64, 64), dtype=D64)
+    exact = poly(q.coords.double()).reshape(64, 64)
+    inner = (slice(2, -2), slice(2, -2))
+    errors = {}
+    for est in (estimator, "tap_mean"):
+        conv = BSplineConv(1, 1, 3, 2 / 64, estimator=est, bias=False).double()
+        with torch.no_grad():  # the identity filter: the output is the estimate of the field at the query
+            conv.weight.zero_()
+            conv.weight[0, 0, 1, 1] = 1.0
+        values = poly(pts.coords.double())[None, :, None]  # (1, N, 1)
+        errors[est] = (conv(Field(values, PointSet(pts.coords)), query=q).values.reshape(64, 64) - exact)[inner]
+    # a tap whose basis function holds enough points in general position is fitted exactly; with
+    # fewer (a line's worth, one) the polynomial is fitted where they determine it, so look at the typical tap
+    assert float(errors[estimator].abs().quantile(0.75)) < 1e-7
+    assert float(errors["tap_mean"].abs().quantile(0.5)) > 1e-3  # the off-centre mean of a sloped field
 
 
 def test_tap_mean_estimator_needs_taps():
@@ -309,3 +393,7 @@ def test_tap_mean_estimator_needs_taps():
         MLPConv(2, 2, 0.3, estimator="tap_mean")
     with pytest.raises(ValueError, match="no taps"):
         LegendreConv(2, 2, 0.3, estimator="tap_mean")
+    with pytest.raises(ValueError, match="no taps"):
+        MLPConv(2, 2, 0.3, estimator="tap_linear")
+    with pytest.raises(ValueError, match="no taps"):
+        LegendreConv(2, 2, 0.3, estimator="tap_quadratic")
