@@ -199,6 +199,21 @@ def test_test_evaluates_shipped_weights_without_a_training_run(data_dir, tmp_pat
     with pytest.raises(RuntimeError, match="size mismatch"):
         ship.main([str(ckpt), "--tag", "toy3", "--test-metrics", str(out), "--config", str(config),
                    "--command", "x", "--data", "x", "--model-kwargs", '{"widths": [4, 4]}'])
+    # shipped weights re-shipped under another quadrature: same tensors, recipe kept, scores replaced
+    out.write_text('{"metrics": {"test/top1/grid_28x28": 0.25}}\n')
+    assert ship.main(["--from-pretrained", "inrnet2:toy2", "--model-kwargs", '{"estimator": "tap_quadratic"}',
+                      "--test-metrics", str(out), "--commit", "def"]) == 0
+    again = pt.pretrained_info("inrnet2", "toy2")
+    assert again["config"]["estimator"] == "tap_quadratic" and again["scores"] == {"top1/grid_28x28": 0.25}
+    assert again["recipe"]["command"] == "retest.py ..." and again["recipe"]["evaluated_with"] == {"estimator": "tap_quadratic"}
+    assert again["provenance"]["reshipped"]["commit"] == "def" and again["provenance"]["commit"] == info["provenance"]["commit"]
+    reshipped = create_model("inrnet2", pretrained="toy2")
+    for (k, v), (k2, v2) in zip(shipped.state_dict().items(), reshipped.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    with pytest.raises(SystemExit):  # a checkpoint and --from-pretrained at once
+        ship.main([str(ckpt), "--from-pretrained", "inrnet2:toy2", "--test-metrics", str(out)])
+    with pytest.raises(ValueError, match="widths"):  # only evaluation kwargs may change
+        ship.main(["--from-pretrained", "inrnet2:toy2", "--model-kwargs", '{"widths": [4, 4]}', "--test-metrics", str(out)])
 
 
 def _load_script(name: str):
@@ -209,7 +224,7 @@ def _load_script(name: str):
     return module
 
 
-def test_table2_script_trains_scores_and_skips_a_finished_pair(tmp_path, capsys):
+def test_table2_script_trains_scores_and_skips_a_finished_pair(tmp_path, capsys, monkeypatch):
     g = torch.Generator().manual_seed(0)
     for split, n in (("train", 4), ("test", 2)):
         labels = torch.randint(0, 11, (n, 64, 64), generator=g)
@@ -244,3 +259,14 @@ def test_table2_script_trains_scores_and_skips_a_finished_pair(tmp_path, capsys)
     assert scores["tap_mean"] == pytest.approx(scores["sum"], abs=1e-6)
     with pytest.raises(RuntimeError, match="size mismatch"):  # another architecture is refused, not part-loaded
         retest.main(base + ["--model.init_args.model_kwargs.widths=[8, 8]"])
+    # retest.py --pretrained: shipped weights of the config's model instead of a checkpoint
+    from inrnet.lightning import load_task
+    monkeypatch.setattr(pt, "WEIGHTS_DIR", tmp_path / "weights")
+    pt.save_pretrained(load_task(tmp_path / "out" / "inrnet_unet.ckpt").model, "toy", recipe={}, scores={},
+                       provenance={})
+    capsys.readouterr()
+    retest.main(["--pretrained", "toy"] + base[1:] + ["--model.init_args.model_kwargs.estimator=tap_mean"])
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["checkpoint"] == "pretrained=toy" and line["metrics"] == pytest.approx(scores["tap_mean"], abs=1e-6)
+    with pytest.raises(SystemExit):
+        retest.main(base[1:])  # neither a checkpoint nor --pretrained
