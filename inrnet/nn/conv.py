@@ -65,6 +65,8 @@ Either mirror reflects once per face, so the support must be narrower than the b
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 
 import torch
@@ -89,15 +91,19 @@ interpolation error of ``experiments/tap_interpolation.py`` on the embedded trai
 (docs/results.md)."""
 
 
-def _fit_features(r: Tensor, h: Tensor, degree: int) -> tuple[Tensor, Tensor]:
-    """The non-constant monomials of offsets ``r`` Tensor[..., d] up to ``degree`` (1 or 2), and
-    each one's squared length scale (``h_k^2`` for ``r_k``, ``h_k^2 h_l^2`` for ``r_k r_l``)."""
-    feats, scales = [r], [h ** 2]
-    if degree >= 2:
-        i, j = torch.triu_indices(r.shape[-1], r.shape[-1], device=r.device)
-        feats.append(r[..., i] * r[..., j])
-        scales.append((h[i] * h[j]) ** 2)
-    return torch.cat(feats, -1), torch.cat(scales)
+def _monomials(dim: int, degree: int) -> list[tuple[int, ...]]:
+    """The exponents ``alpha`` of the non-constant monomials ``r^alpha`` of ``dim`` variables of
+    total degree at most ``degree``, by degree."""
+    return [a for n in range(1, degree + 1) for a in itertools.product(range(n + 1), repeat=dim) if sum(a) == n]
+
+
+def _powers_product(powers: list[list[Tensor]], alpha: Sequence[int]) -> Tensor:
+    """``prod_i r_i^alpha_i`` from the precomputed ``powers[i][p] = r_i^p`` (Tensor[n] each)."""
+    out = None
+    for i, p in enumerate(alpha):
+        if p:
+            out = powers[i][p] if out is None else out * powers[i][p]
+    return out
 
 
 def support_fraction(queries: PointSet, bounds, support: Support, n_probe: int = 1024) -> Tensor:
@@ -325,8 +331,8 @@ class ContinuousConv(nn.Module):
         ``"tap_mean"``: the weights divided by their (query, atom)'s total ``s0``.
         ``"tap_linear"`` / ``"tap_quadratic"``: the weights of a weighted least-squares fit
         ``f(x) ~ alpha + g . m(x - tap)`` evaluated at the tap (``alpha``), ``m`` the monomials of
-        degree 1 (to 2) of the offset [`_fit_features`][inrnet.nn.conv._fit_features], with a ridge
-        ``TAP_FIT_RIDGE[degree] * s0 * scale`` on each coefficient. With the moments
+        degree 1 (to 2) of the offset, with a ridge ``TAP_FIT_RIDGE[degree] * s0 * scale`` on each
+        coefficient (``scale = prod_k spacing_k^(2 alpha_k)`` for the monomial ``r^alpha``). With the moments
         ``s1 = sum v m``, ``S2 = sum v m m^T`` and ``P = (S2 + ridge)^-1``, pair ``j`` weighs
         ``v_j (1 - m_j . P s1) / (s0 - s1 . P s1)``: the weights sum to one, a single point keeps
         its value, and a polynomial of the fit's degree is reproduced up to the ridge's shrinkage
@@ -339,19 +345,35 @@ class ContinuousConv(nn.Module):
         offsets = offsets.to(total.device)
         degree = TAP_ESTIMATORS[self.estimator]
         if degree > 0:
-            r = nbrs.offset.double()[:, None, :] - offsets[index]  # (E, P, d): point minus tap
-            h = torch.tensor(self.tap_spacing(), dtype=torch.float64, device=total.device)  # (d,)
-            feat, scale2 = _fit_features(r, h, degree)  # (E, P, k), (k,)
-            k = feat.shape[-1]
-            vr = value[..., None] * feat  # (E, P, k)
-            s1 = total.new_zeros(queries.n * a, k).index_add_(0, flat, vr.reshape(-1, k))  # (M * A, k)
-            s2 = total.new_zeros(queries.n * a, k, k).index_add_(
-                0, flat, (vr[..., :, None] * feat[..., None, :]).reshape(-1, k, k))  # (M * A, k, k)
-            ridge = TAP_FIT_RIDGE[degree] * total[:, None] * scale2  # (M * A, k)
+            # moments of the offsets r = x_j - tap: one segment sum of v r^alpha for every alpha the
+            # normal equations use (|alpha| <= 2 degree), not of [E, P, k, k] outer products
+            d, g = self.dim, queries.n * a
+            v = value.reshape(-1)
+            nz = torch.nonzero(v).squeeze(1)  # entries with weight (about half: hats vanish in the corners)
+            v, at = v[nz], flat[nz]
+            r = (nbrs.offset.double()[nz // index.shape[1]] - offsets[index.reshape(-1)[nz]])  # (n, d)
+            powers = [[None, r[:, i].contiguous()] for i in range(d)]
+            for i in range(d):
+                for _ in range(2, 2 * degree + 1):
+                    powers[i].append(powers[i][-1] * powers[i][1])
+            feats = _monomials(d, degree)  # k exponents
+            needed = sorted({tuple(x + y for x, y in zip(p, q)) for p in feats for q in feats} | set(feats))
+            column = {alpha: c for c, alpha in enumerate(needed)}
+            weighted = torch.empty(len(needed), len(v), dtype=v.dtype, device=v.device)  # one row per moment
+            for c, alpha in enumerate(needed):
+                torch.mul(v, _powers_product(powers, alpha), out=weighted[c])
+            mom = total.new_zeros(len(needed), g).index_add_(1, at, weighted).T  # (M * A, n_m)
+            s1 = mom[:, [column[p] for p in feats]]  # (M * A, k)
+            s2 = mom[:, [[column[tuple(x + y for x, y in zip(p, q))] for q in feats] for p in feats]]  # (M * A, k, k)
+            h = self.tap_spacing()
+            scale = total.new_tensor([math.prod(hi ** (2 * e) for hi, e in zip(h, p)) for p in feats])  # (k,)
+            ridge = TAP_FIT_RIDGE[degree] * total[:, None] * scale  # (M * A, k)
             s2 = s2 + torch.diag_embed(ridge.clamp_min(torch.finfo(torch.float64).tiny))
             u = torch.linalg.solve(s2, s1)  # (M * A, k): P s1
             denom = total - (s1 * u).sum(-1)  # (M * A,) > 0 wherever total > 0
-            value = value * (1 - (feat * u[key]).sum(-1))  # (E, P)
+            u = u[at]  # (n, k)
+            fit = sum(_powers_product(powers, p) * u[:, c] for c, p in enumerate(feats))  # (n,): m_j . P s1
+            value = value.reshape(-1).index_put((nz,), v * (1 - fit)).view_as(value)  # (E, P)
         else:
             denom = total
         scale = torch.where(total > 0, mass.to(total).repeat(queries.n) / denom, 0.0)  # 0 where no point
