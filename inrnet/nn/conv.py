@@ -65,7 +65,6 @@ Either mirror reflects once per face, so the support must be narrower than the b
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Sequence
 
@@ -78,6 +77,7 @@ from inrnet.nn.gather import GatherPlan, atom_conv
 from inrnet.nn._segment import gather, segment_sum, segment_weight_sum
 from inrnet.nn.geometry import PADDING_MODES, as_tuple, output_points
 from inrnet.nn.kernels import bin_seeds
+from inrnet.nn.parametric import multi_indices
 
 __all__ = ["ContinuousConv", "conv_pairs", "support_fraction"]
 
@@ -89,12 +89,6 @@ TAP_FIT_RIDGE = {1: 0.03, 2: 0.01}
 monomial's squared length scale (``h_k^2``, ``h_k^2 h_l^2``): chosen by the label-free
 interpolation error of ``experiments/tap_interpolation.py`` on the embedded training SIRENs
 (docs/results.md)."""
-
-
-def _monomials(dim: int, degree: int) -> list[tuple[int, ...]]:
-    """The exponents ``alpha`` of the non-constant monomials ``r^alpha`` of ``dim`` variables of
-    total degree at most ``degree``, by degree."""
-    return [a for n in range(1, degree + 1) for a in itertools.product(range(n + 1), repeat=dim) if sum(a) == n]
 
 
 def _powers_product(powers: list[list[Tensor]], alpha: Sequence[int]) -> Tensor:
@@ -356,7 +350,7 @@ class ContinuousConv(nn.Module):
             for i in range(d):
                 for _ in range(2, 2 * degree + 1):
                     powers[i].append(powers[i][-1] * powers[i][1])
-            feats = _monomials(d, degree)  # k exponents
+            feats = [tuple(e) for e in multi_indices(degree, d).tolist()[1:]]  # k exponents, the constant dropped
             needed = sorted({tuple(x + y for x, y in zip(p, q)) for p in feats for q in feats} | set(feats))
             column = {alpha: c for c, alpha in enumerate(needed)}
             weighted = torch.empty(len(needed), len(v), dtype=v.dtype, device=v.device)  # one row per moment
