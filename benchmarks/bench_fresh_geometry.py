@@ -8,7 +8,10 @@ points per step (the geometry built in the step, as in training) and on one fixe
 ``cnn4`` / ``cnn2`` on 28 x 28 images. All variants run in interleaved rounds in one
 process (median), so they see the same machine load; fresh minus fixed is the geometry.
 
-Usage: python benchmarks/bench_fresh_geometry.py [--threads 1 2] [--rounds 25]
+``--estimators tap_mean tap_quadratic`` times the recipe under each first-conv quadrature
+(points-major gather on), for what a per-tap fit adds to the geometry of a fresh step.
+
+Usage: python benchmarks/bench_fresh_geometry.py [--threads 1 2] [--rounds 25] [--estimators tap_mean ...]
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ RECIPE = {"latent": "lattice", "support_extent": "basis", "estimator": "tap_mean
 PAIRS = (("inrnet4", "cnn4"), ("inrnet2", "cnn2"))
 
 
-def run(threads: int, rounds: int, batch: int = 64) -> None:
+def run(threads: int, rounds: int, estimators: list[str], batch: int = 64) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     labels = torch.randint(0, 10, (batch,))
@@ -40,8 +43,9 @@ def run(threads: int, rounds: int, batch: int = 64) -> None:
     fixed = sampler.draw(0)
     calls = [0]
     variants = {}
-    for inr_name, cnn_name in PAIRS:
-        inet = create_model(inr_name, in_channels=1, num_classes=10, **RECIPE)
+    gathers = (0, 1) if len(estimators) == 1 else (1,)
+    for (inr_name, cnn_name), est in ((pair, est) for pair in PAIRS for est in estimators):
+        inet = create_model(inr_name, in_channels=1, num_classes=10, **{**RECIPE, "estimator": est})
         opt = torch.optim.AdamW(inet.parameters())
 
         def inr_step(points_major, fresh, inet=inet, opt=opt):
@@ -53,9 +57,11 @@ def run(threads: int, rounds: int, batch: int = 64) -> None:
             loss.backward()
             opt.step()
 
-        for pm in (0, 1):
+        for pm in gathers:
             for fresh in (True, False):
-                variants[(inr_name, pm, fresh)] = lambda pm=pm, fresh=fresh, f=inr_step: f(pm, fresh)
+                variants[(inr_name, est, pm, fresh)] = lambda pm=pm, fresh=fresh, f=inr_step: f(pm, fresh)
+        if cnn_name in variants:
+            continue
         cnn = create_model(cnn_name, in_channels=1, num_classes=10)
         opt_c = torch.optim.AdamW(cnn.parameters())
 
@@ -69,28 +75,30 @@ def run(threads: int, rounds: int, batch: int = 64) -> None:
     med = {k: 1e3 * v for k, v in interleaved_medians(variants, rounds).items()}
     _embedding_bag.POINTS_MAJOR_CHANNELS = 1
     for inr_name, cnn_name in PAIRS:
-        for pm in (0, 1):
-            fresh, fix = med[(inr_name, pm, True)], med[(inr_name, pm, False)]
-            print(f"| `{inr_name}` | {threads} | {'on' if pm else 'off'} | {fresh:.1f} | {fresh / med[cnn_name]:.2f}x | "
-                  f"{fix:.1f} | {(fresh - fix) / fresh:.0%} |")
-        print(f"| `{cnn_name}` | {threads} | | {med[cnn_name]:.1f} | 1.00x | | |")
+        for est in estimators:
+            for pm in gathers:
+                fresh, fix = med[(inr_name, est, pm, True)], med[(inr_name, est, pm, False)]
+                print(f"| `{inr_name}` | `{est}` | {threads} | {'on' if pm else 'off'} | {fresh:.1f} | "
+                      f"{fresh / med[cnn_name]:.2f}x | {fix:.1f} | {(fresh - fix) / fresh:.0%} |")
+        print(f"| `{cnn_name}` | | {threads} | | {med[cnn_name]:.1f} | 1.00x | | |")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--estimators", nargs="+", default=["tap_mean"], help="first-conv quadratures to time")
     parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
-        run(args.worker, args.rounds)
+        run(args.worker, args.rounds, args.estimators)
         return
     print(f"torch {torch.__version__}, batch 64, 784 points, {args.rounds} interleaved rounds, median\n")
-    print("| step | threads | points-major | fresh (ms) | / CNN twin | fixed (ms) | geometry |")
-    print("|---|---:|---|---:|---:|---:|---:|")
+    print("| step | estimator | threads | points-major | fresh (ms) | / CNN twin | fixed (ms) | geometry |")
+    print("|---|---|---:|---|---:|---:|---:|---:|")
     for threads in args.threads:  # each thread count in its own process
-        out = subprocess.run([sys.executable, __file__, "--worker", str(threads), "--rounds", str(args.rounds)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run([sys.executable, __file__, "--worker", str(threads), "--rounds", str(args.rounds),
+                              "--estimators", *args.estimators], capture_output=True, text=True, check=True)
         print(out.stdout.rstrip())
 
 
