@@ -74,7 +74,7 @@ from torch import Tensor, nn
 from inrnet.field import Field, PointSet, check_field
 from inrnet.neighbors import Neighbors, Support, neighbors, tiled_box
 from inrnet.nn.gather import GatherPlan, atom_conv
-from inrnet.nn._segment import gather, segment_sum, segment_weight_sum
+from inrnet.nn._segment import gather, gather_scale_sum, segment_sum, segment_weight_sum
 from inrnet.nn.geometry import PADDING_MODES, as_tuple, output_points
 from inrnet.nn.kernels import bin_seeds
 from inrnet.nn.parametric import multi_indices
@@ -124,7 +124,8 @@ def support_fraction(queries: PointSet, bounds, support: Support, n_probe: int =
 def conv_pairs(values: Tensor, nbrs: Neighbors, pair_weight: Tensor, kernel: Tensor, groups: int = 1) -> Tensor:
     """Per-pair convolution: ``g_m = sum_{e in row m} w_e K_e^T f_{col e}``.
 
-    The gather and the weighted segment sum are those of `inrnet.nn._segment`.
+    The gather and the segment sum are those of `inrnet.nn._segment`; a depthwise kernel
+    (``C_in = C_out = groups``) runs them fused, `inrnet.nn._segment.gather_scale_sum`.
 
     Args:
         values: Tensor[B, N, C_in].
@@ -136,10 +137,13 @@ def conv_pairs(values: Tensor, nbrs: Neighbors, pair_weight: Tensor, kernel: Ten
     """
     b, c_in, c_out = values.shape[0], values.shape[2], kernel.shape[2]
     cg, og = c_in // groups, c_out // groups
+    kernel = kernel * pair_weight.to(kernel.dtype).view(-1, 1, 1)  # (E, Cg, C_out): the weight on the small side
+    if cg == 1 and og == 1:  # depthwise: one weight per pair and channel, fused in chunks of pairs
+        return gather_scale_sum(values, nbrs, kernel.view(-1, c_out))  # (B, M, C)
     f = gather(values, nbrs).view(b, -1, groups, cg)  # (B, E, g, Cg)
     k = kernel.view(-1, cg, groups, og)  # (E, Cg, g, Og)
     msg = torch.einsum("begc,ecgo->bego", f, k).reshape(b, -1, c_out)  # (B, E, C_out)
-    return segment_sum(msg, nbrs, pair_weight)  # (B, M, C_out)
+    return segment_sum(msg, nbrs)  # (B, M, C_out)
 
 
 class ContinuousConv(nn.Module):

@@ -18,6 +18,8 @@ from inrnet.sampling import sobol
     lambda: MLPConv(3, 4, 0.4, hidden=(8,)),
     lambda: MLPConv(3, 4, Support(0.4, "ball"), hidden=(8,), n_bins=16),
     lambda: LegendreConv(3, 4, (0.4, 0.3), degree=3),
+    lambda: MLPConv(3, 3, Support(0.4, "ball"), hidden=(8,), groups=3),  # depthwise: the fused gather_scale_sum
+    lambda: MLPConv(3, 3, 0.4, hidden=(8,), groups=3, stride=2),
 ])
 def test_learned_kernels_match_loop_reference(make):
     layer = make().double()

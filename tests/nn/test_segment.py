@@ -5,7 +5,7 @@ import torch
 
 from inrnet.field import PointSet
 from inrnet.neighbors import Neighbors, Support, neighbors
-from inrnet.nn._segment import gather, segment_max, segment_mean, segment_sum, segment_weight_sum
+from inrnet.nn._segment import gather, gather_scale_sum, segment_max, segment_mean, segment_sum, segment_weight_sum
 from inrnet.sampling.points import sobol
 
 
@@ -100,6 +100,27 @@ def test_gradcheck():
     assert torch.autograd.gradcheck(lambda v: segment_sum(gather(v, nbrs), nbrs, w), (values,))
     assert torch.autograd.gradcheck(lambda v: segment_mean(gather(v, nbrs), nbrs, w), (values,))
     assert torch.autograd.gradcheck(lambda v: segment_max(gather(v, nbrs), nbrs), (values,))
+
+
+@pytest.mark.parametrize("make", [_scattered, lambda: _csr([[0, 2], [], [1, 2, 3], [3]], 4)])
+@pytest.mark.parametrize("chunk_bytes", [1, 40, None])  # one pair per chunk, a few, all at once
+def test_gather_scale_sum_is_its_unfused_reference_in_chunks(make, chunk_bytes):
+    torch.manual_seed(0)
+    nbrs = make()
+    values = torch.randn(2, nbrs.num_points, 3, dtype=torch.float64, requires_grad=True)
+    scale = torch.randn(nbrs.num_pairs, 3, dtype=torch.float64, requires_grad=True)
+    out = gather_scale_sum(values, nbrs, scale, chunk_bytes)
+    ref = segment_sum(gather(values, nbrs) * scale, nbrs)  # the unfused products
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, _ref((gather(values, nbrs) * scale).detach(), nbrs, None, "sum"))
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad(out, (values, scale), g)
+    refs = torch.autograd.grad(ref, (values, scale), g)
+    for a, b in zip(grads, refs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda v, s: gather_scale_sum(v, nbrs, s, chunk_bytes), (values, scale))
+    with pytest.raises(ValueError, match="scale Tensor"):
+        gather_scale_sum(values, nbrs, scale[:, :2])
 
 
 def test_bad_shapes_raise():
