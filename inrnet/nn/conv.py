@@ -315,12 +315,12 @@ class ContinuousConv(nn.Module):
         weight = self._pair_weight(points, queries, nbrs).double()  # (E,)
         value = value * weight[:, None]
         if self.estimator in TAP_ESTIMATORS:
-            value = self._tap_mean(points, queries, nbrs, index, value)
+            value = self._tap_estimate(points, queries, nbrs, index, value)
         lattices = None if points.lattice is None or queries.lattice is None else (points.lattice, queries.lattice)
         return GatherPlan.from_pairs(nbrs, index, value, self.num_atoms, points.dtype, lattices)
 
-    def _tap_mean(self, points: PointSet, queries: PointSet, nbrs: Neighbors, index: Tensor, value: Tensor
-                   ) -> Tensor:
+    def _tap_estimate(self, points: PointSet, queries: PointSet, nbrs: Neighbors, index: Tensor, value: Tensor
+                      ) -> Tensor:
         """The ``"tap_*"`` estimators: each pair's ``w_j phi_a`` (``value`` Tensor[E, P], atoms
         ``index``) turned into its weight in the (query, atom)'s estimate of the field at the
         tap, times ``mass[a]``; 0 for atoms without points and, with zero padding, for taps
