@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     _run("Fresh geometry's share of a step (item 4)", "bench_fresh_geometry.py", threads + rounds)
     _run("MLP kernels against neuraloperator (item 5)", "bench_mlpconv.py", threads + rounds)
     if args.paper_repo:
-        _run("Against the paper's code (item 1)", "bench_paper.py", ["--paper-repo", args.paper_repo] + threads + rounds)
+        _run("Against the paper's code (item 1)", "bench_paper.py",
+             ["--paper-repo", args.paper_repo] + threads + rounds)
     else:
         print("\n(the paper-code rows need --paper-repo DIR: a checkout of clintonjwang/inrnet)")
     if args.locality:

@@ -13,8 +13,8 @@ the checkpoint's; this script is for measuring exactly such a change::
 ``--pretrained TAG`` tests the package's shipped weights of the config's model instead of a
 checkpoint (``create_model(name, pretrained=TAG)``), e.g. under another quadrature::
 
-    python experiments/retest.py --pretrained fashion_mnist_scenes \
-        --config experiments/configs/fashion_mnist_scenes/inrnet_unet.yaml --root .cache/fashion_mnist_scenes \
+    python experiments/retest.py --pretrained fashion_mnist_scenes \\
+        --config experiments/configs/fashion_mnist_scenes/inrnet_unet.yaml --root .cache/fashion_mnist_scenes \\
         -- --model.init_args.model_kwargs.estimator=tap_quadratic
 
 Prints one JSON line: the test metrics, the overrides, the commit and the minutes taken.
@@ -69,8 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     results = trainer.test(task, datamodule, verbose=False)
     metrics = {k: round(float(v), 4) for r in results for k, v in r.items()}
-    print(json.dumps({"checkpoint": args.checkpoint or f"pretrained={args.pretrained}", "overrides": list(args.extra), "metrics": metrics,
-                      "commit": commit(), "minutes": round((time.monotonic() - start) / 60, 2)}))
+    print(json.dumps({"checkpoint": args.checkpoint or f"pretrained={args.pretrained}", "overrides": list(args.extra),
+                      "metrics": metrics, "commit": commit(), "minutes": round((time.monotonic() - start) / 60, 2)}))
     return 0
 
 

@@ -15,7 +15,7 @@ provenance (commit, date, machine) in its metadata (`inrnet.models.pretrained.sa
 provenance are kept, the scores are replaced by ``--test-metrics`` (an ``experiments/retest.py
 --pretrained TAG`` run of the rebuilt model), and the re-shipping is recorded beside them::
 
-    python experiments/ship_pretrained.py --from-pretrained inrnet_unet:fashion_mnist_scenes \
+    python experiments/ship_pretrained.py --from-pretrained inrnet_unet:fashion_mnist_scenes \\
         --model-kwargs '{"estimator": "tap_quadratic"}' --test-metrics retest.log
 """
 
@@ -57,6 +57,11 @@ def read_test_scores(path: str | Path) -> dict[str, float]:
     return scores
 
 
+def _commit(args: argparse.Namespace) -> str:
+    """``--commit``, or this checkout's HEAD."""
+    return args.commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", nargs="?", help="the task checkpoint (.ckpt) to ship")
@@ -92,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         rebuilt = create_model(**config)
         rebuilt.load_state_dict(model.state_dict(), strict=True)
         model = rebuilt.eval()
-    commit = args.commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = _commit(args)
     recipe = {"config": Path(args.config).read_text(), "command": args.command, "data": args.data,
               "global_step": int(ckpt.get("global_step", -1)), "epoch": int(ckpt.get("epoch", -1))}
     if args.model_kwargs:
@@ -116,7 +121,7 @@ def reship(args: argparse.Namespace) -> int:
     info = pretrained_info(name, tag)
     model = create_model(name, pretrained=tag, **kwargs).eval()  # only evaluation kwargs may differ
     recipe = {**info["recipe"], "evaluated_with": {**info["recipe"].get("evaluated_with", {}), **kwargs}}
-    commit = args.commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = _commit(args)
     provenance = {**info["provenance"], "reshipped": {
         "commit": commit or "unknown", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": args.machine, "evaluated_with": kwargs, "scores_from": str(args.test_metrics)}}

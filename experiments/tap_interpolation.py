@@ -76,7 +76,8 @@ def main() -> None:
     for seed in args.seeds:
         coords = sobol(args.points, 2, seed=seed, dtype=D64)
         values = sample(inrs, PointSet(coords)).values.double()  # (B, N, C)
-        print(f"seed {seed}  tap_mean                   {rmse(tap_estimate(values, coords, args.side, 'tap_mean')):.4f}")
+        mean = tap_estimate(values, coords, args.side, "tap_mean")
+        print(f"seed {seed}  tap_mean                   {rmse(mean):.4f}")
         default = dict(conv_module.TAP_FIT_RIDGE)
         for estimator in ("tap_linear", "tap_quadratic"):
             degree = conv_module.TAP_ESTIMATORS[estimator]

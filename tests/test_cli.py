@@ -205,15 +205,18 @@ def test_test_evaluates_shipped_weights_without_a_training_run(data_dir, tmp_pat
                       "--test-metrics", str(out), "--commit", "def"]) == 0
     again = pt.pretrained_info("inrnet2", "toy2")
     assert again["config"]["estimator"] == "tap_quadratic" and again["scores"] == {"top1/grid_28x28": 0.25}
-    assert again["recipe"]["command"] == "retest.py ..." and again["recipe"]["evaluated_with"] == {"estimator": "tap_quadratic"}
-    assert again["provenance"]["reshipped"]["commit"] == "def" and again["provenance"]["commit"] == info["provenance"]["commit"]
+    assert again["recipe"]["command"] == "retest.py ..."
+    assert again["recipe"]["evaluated_with"] == {"estimator": "tap_quadratic"}
+    assert again["provenance"]["reshipped"]["commit"] == "def"
+    assert again["provenance"]["commit"] == info["provenance"]["commit"]
     reshipped = create_model("inrnet2", pretrained="toy2")
     for (k, v), (k2, v2) in zip(shipped.state_dict().items(), reshipped.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
     with pytest.raises(SystemExit):  # a checkpoint and --from-pretrained at once
         ship.main([str(ckpt), "--from-pretrained", "inrnet2:toy2", "--test-metrics", str(out)])
     with pytest.raises(ValueError, match="widths"):  # only evaluation kwargs may change
-        ship.main(["--from-pretrained", "inrnet2:toy2", "--model-kwargs", '{"widths": [4, 4]}', "--test-metrics", str(out)])
+        ship.main(["--from-pretrained", "inrnet2:toy2", "--model-kwargs", '{"widths": [4, 4]}',
+                   "--test-metrics", str(out)])
 
 
 def _load_script(name: str):

@@ -108,7 +108,8 @@ def gather_scale_sum(values: Tensor, nbrs: Neighbors, scale: Tensor, chunk_bytes
         Tensor[B, M, C]; 0 for a query without pairs.
     """
     if values.dim() != 3 or values.shape[1] != nbrs.num_points:
-        raise ValueError(f"gather_scale_sum expects values Tensor[B, N={nbrs.num_points}, C], got {tuple(values.shape)}")
+        raise ValueError(f"gather_scale_sum expects values Tensor[B, N={nbrs.num_points}, C], "
+                         f"got {tuple(values.shape)}")
     if scale.shape != (nbrs.num_pairs, values.shape[2]):
         raise ValueError(f"gather_scale_sum expects scale Tensor[E={nbrs.num_pairs}, C={values.shape[2]}], "
                          f"got {tuple(scale.shape)}")

@@ -42,8 +42,8 @@ points by a weighted least-squares plane / quadratic (with a small ridge on the 
 than at the tap: the plane is exact for linear fields wherever a tap holds 3 points not on a
 line. Both are the discrete filter wherever ``"tap_mean"`` is for degree <= 1 (a tap holding
 one point, at the tap; the plane also where the points are symmetric about it), and on
-scattered points about one per pixel their estimates of the field at the taps are about 7% /
-13% closer to the truth than the mean's (docs/results.md, ``experiments/tap_interpolation.py``).
+scattered points about one per pixel their estimates of the field at the taps are 8-15% /
+14-24% closer to the truth than the mean's (docs/results.md, ``experiments/tap_interpolation.py``).
 
 Padding says what the integral sees outside the box the points tile (the domain; for a
 lattice, its cells, see [`tiled_box`][inrnet.neighbors.tiled_box]):
@@ -98,6 +98,49 @@ def _powers_product(powers: list[list[Tensor]], alpha: Sequence[int]) -> Tensor:
         if p:
             out = powers[i][p] if out is None else out * powers[i][p]
     return out
+
+def _tap_fit(v: Tensor, r: Tensor, group: Tensor, total: Tensor, spacing: Sequence[float], degree: int
+             ) -> tuple[Tensor, Tensor]:
+    """The weighted least-squares polynomial of ``degree`` per (query, tap) group, as weights:
+    see ``ContinuousConv._tap_estimate``.
+
+    The moments are one segment sum of ``v r^alpha`` for every ``alpha`` the normal equations
+    use (``|alpha| <= 2 degree``), not of ``[n, k, k]`` outer products.
+
+    Args:
+        v: Tensor[n], the entries' weights ``w_j phi_a`` (float64).
+        r: Tensor[n, d], each entry's point minus its tap.
+        group: Tensor[n], each entry's (query, tap) group in ``[0, G)``.
+        total: Tensor[G], each group's total weight ``s0``.
+        spacing: the tap spacing per axis (the ridge's length scale).
+        degree: 1 (a plane) or 2 (a quadratic).
+
+    Returns:
+        The entries' weights ``v_j (1 - m_j . P s1)``, Tensor[n], and each group's
+        ``s0 - s1 . P s1``, Tensor[G] (> 0 wherever ``s0 > 0``), whose ratio is the fit's value at the tap.
+    """
+    d = r.shape[1]
+    powers = [[None, r[:, i].contiguous()] for i in range(d)]  # powers[i][p] = r_i^p
+    for i in range(d):
+        for _ in range(2, 2 * degree + 1):
+            powers[i].append(powers[i][-1] * powers[i][1])
+    feats = [tuple(e) for e in multi_indices(degree, d).tolist()[1:]]  # k exponents, the constant dropped
+    plus = lambda p, q: tuple(x + y for x, y in zip(p, q))  # noqa: E731
+    needed = sorted({plus(p, q) for p in feats for q in feats} | set(feats))
+    column = {alpha: c for c, alpha in enumerate(needed)}
+    weighted = torch.empty(len(needed), len(v), dtype=v.dtype, device=v.device)  # one row per moment
+    for c, alpha in enumerate(needed):
+        torch.mul(v, _powers_product(powers, alpha), out=weighted[c])
+    mom = total.new_zeros(len(needed), total.numel()).index_add_(1, group, weighted).T  # (G, n_m)
+    s1 = mom[:, [column[p] for p in feats]]  # (G, k)
+    s2 = mom[:, [[column[plus(p, q)] for q in feats] for p in feats]]  # (G, k, k)
+    scale = total.new_tensor([math.prod(h ** (2 * e) for h, e in zip(spacing, p)) for p in feats])  # (k,)
+    ridge = TAP_FIT_RIDGE[degree] * total[:, None] * scale  # (G, k)
+    u = torch.linalg.solve(s2 + torch.diag_embed(ridge.clamp_min(torch.finfo(torch.float64).tiny)), s1)  # (G, k): P s1
+    denom = total - (s1 * u).sum(-1)  # (G,)
+    u = u[group]  # (n, k)
+    fit = sum(_powers_product(powers, p) * u[:, c] for c, p in enumerate(feats))  # (n,): m_j . P s1
+    return v * (1 - fit), denom
 
 
 def support_fraction(queries: PointSet, bounds, support: Support, n_probe: int = 1024) -> Tensor:
@@ -343,35 +386,11 @@ class ContinuousConv(nn.Module):
         offsets = offsets.to(total.device)
         degree = TAP_ESTIMATORS[self.estimator]
         if degree > 0:
-            # moments of the offsets r = x_j - tap: one segment sum of v r^alpha for every alpha the
-            # normal equations use (|alpha| <= 2 degree), not of [E, P, k, k] outer products
-            d, g = self.dim, queries.n * a
             v = value.reshape(-1)
             nz = torch.nonzero(v).squeeze(1)  # entries with weight (about half: hats vanish in the corners)
-            v, at = v[nz], flat[nz]
-            r = (nbrs.offset.double()[nz // index.shape[1]] - offsets[index.reshape(-1)[nz]])  # (n, d)
-            powers = [[None, r[:, i].contiguous()] for i in range(d)]
-            for i in range(d):
-                for _ in range(2, 2 * degree + 1):
-                    powers[i].append(powers[i][-1] * powers[i][1])
-            feats = [tuple(e) for e in multi_indices(degree, d).tolist()[1:]]  # k exponents, the constant dropped
-            needed = sorted({tuple(x + y for x, y in zip(p, q)) for p in feats for q in feats} | set(feats))
-            column = {alpha: c for c, alpha in enumerate(needed)}
-            weighted = torch.empty(len(needed), len(v), dtype=v.dtype, device=v.device)  # one row per moment
-            for c, alpha in enumerate(needed):
-                torch.mul(v, _powers_product(powers, alpha), out=weighted[c])
-            mom = total.new_zeros(len(needed), g).index_add_(1, at, weighted).T  # (M * A, n_m)
-            s1 = mom[:, [column[p] for p in feats]]  # (M * A, k)
-            s2 = mom[:, [[column[tuple(x + y for x, y in zip(p, q))] for q in feats] for p in feats]]  # (M * A, k, k)
-            h = self.tap_spacing()
-            scale = total.new_tensor([math.prod(hi ** (2 * e) for hi, e in zip(h, p)) for p in feats])  # (k,)
-            ridge = TAP_FIT_RIDGE[degree] * total[:, None] * scale  # (M * A, k)
-            s2 = s2 + torch.diag_embed(ridge.clamp_min(torch.finfo(torch.float64).tiny))
-            u = torch.linalg.solve(s2, s1)  # (M * A, k): P s1
-            denom = total - (s1 * u).sum(-1)  # (M * A,) > 0 wherever total > 0
-            u = u[at]  # (n, k)
-            fit = sum(_powers_product(powers, p) * u[:, c] for c, p in enumerate(feats))  # (n,): m_j . P s1
-            value = value.reshape(-1).index_put((nz,), v * (1 - fit)).view_as(value)  # (E, P)
+            r = nbrs.offset.double()[nz // index.shape[1]] - offsets[index.reshape(-1)[nz]]  # (n, d): point - tap
+            fitted, denom = _tap_fit(v[nz], r, flat[nz], total, self.tap_spacing(), degree)
+            value = v.index_put((nz,), fitted).view_as(value)  # (E, P)
         else:
             denom = total
         scale = torch.where(total > 0, mass.to(total).repeat(queries.n) / denom, 0.0)  # 0 where no point

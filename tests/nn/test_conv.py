@@ -369,7 +369,10 @@ def test_tap_fit_estimators_match_their_double_loop_on_scattered_points(kw, esti
 def test_tap_fit_estimators_reproduce_their_polynomials_where_tap_mean_blurs_them(monkeypatch, estimator, degree, n):
     # a plane needs 3 points per tap's basis function, a quadratic 6: it holds about 4 and 16 here
     monkeypatch.setattr("inrnet.nn.conv.TAP_FIT_RIDGE", {1: 1e-12, 2: 1e-12})
-    poly = lambda x: 0.3 + 1.5 * x[:, 0] - 2.0 * x[:, 1] + (degree == 2) * (4 * x[:, 0] ** 2 - 3 * x[:, 0] * x[:, 1])  # noqa: E731
+
+    def poly(x):
+        return 0.3 + 1.5 * x[:, 0] - 2.0 * x[:, 1] + (degree == 2) * (4 * x[:, 0] ** 2 - 3 * x[:, 0] * x[:, 1])
+
     pts = PointSet(sobol(n, 2, seed=1, dtype=D64))
     q = PointSet.grid((64, 64), dtype=D64)
     exact = poly(q.coords.double()).reshape(64, 64)
