@@ -64,6 +64,8 @@ def main() -> None:
     p.add_argument("--side", type=int, default=28)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     p.add_argument("--ridges", type=float, nargs="+", default=[0.003, 0.01, 0.03, 0.1, 0.3])
+    p.add_argument("--spline-neighbors", type=int, nargs="+", default=[16],
+                   help="TAP_SPLINE_NEIGHBORS values to try for tap_spline")
     p.add_argument("--scipy", action="store_true", help="also scipy's griddata (linear, cubic)")
     args = p.parse_args()
 
@@ -87,6 +89,13 @@ def main() -> None:
                 mark = " (default)" if ridge == default[degree] else ""
                 print(f"seed {seed}  {estimator + ', ridge ' + format(ridge, 'g'):<26s} {rmse(est):.4f}{mark}")
         conv_module.TAP_FIT_RIDGE = default
+        default_k = conv_module.TAP_SPLINE_NEIGHBORS
+        for k in args.spline_neighbors:
+            conv_module.TAP_SPLINE_NEIGHBORS = k
+            spline = tap_estimate(values, coords, args.side, "tap_spline")
+            mark = " (default)" if k == default_k else ""
+            print(f"seed {seed}  {'tap_spline, ' + str(k) + ' points':<26s} {rmse(spline):.4f}{mark}")
+        conv_module.TAP_SPLINE_NEIGHBORS = default_k
         if args.scipy:
             from scipy.interpolate import griddata
             pts, q = coords.numpy(), query.coords.numpy()

@@ -47,7 +47,7 @@ from torch import Tensor
 
 from inrnet.field import PointSet
 
-__all__ = ["Support", "Neighbors", "neighbors", "find_neighbors", "nearest", "tiled_box", "csr_indptr",
+__all__ = ["Support", "Neighbors", "neighbors", "find_neighbors", "nearest", "k_nearest", "tiled_box", "csr_indptr",
            "stable_argsort", "BACKENDS", "NEAREST_BACKENDS"]
 
 BACKENDS = ("auto", "kdtree", "cells", "lattice", "brute")
@@ -230,17 +230,8 @@ def find_neighbors(points: PointSet, queries: PointSet, support: Support, *, ref
 
 
 def nearest(points: Tensor, queries: Tensor, *, backend: str = "auto", chunk: int = 1 << 22) -> Tensor:
-    """The nearest point of every query, uncached.
-
-    One rule decides on every backend: the least squared distance in float64 (the axes
-    summed in order), ties to the lowest point index, so every backend returns the same
-    indices:
-
-    * ``"kdtree"``: scipy's cKDTree, the CPU default; where the second-nearest point is as
-      near as the nearest up to rounding, every point that near is a candidate and the rule
-      decides among them;
-    * ``"torch"``: all distances, ``chunk`` at a time, on any device (the GPU default);
-    * ``"brute"``: a loop over the queries, the reference the tests use.
+    """The nearest point of every query, uncached: [`k_nearest`][inrnet.neighbors.k_nearest]
+    with ``k = 1``, the same rule and backends.
 
     Args:
         points: Tensor[N, d], the ``N >= 1`` points searched.
@@ -251,6 +242,33 @@ def nearest(points: Tensor, queries: Tensor, *, backend: str = "auto", chunk: in
     Returns:
         Tensor[M] of int64 indices into ``points``, on their device.
     """
+    return k_nearest(points, queries, 1, backend=backend, chunk=chunk)[:, 0]
+
+
+def k_nearest(points: Tensor, queries: Tensor, k: int, *, backend: str = "auto", chunk: int = 1 << 22
+              ) -> Tensor:
+    """The ``k`` nearest points of every query, nearest first, uncached.
+
+    One rule decides on every backend: the order of the float64 squared distance (the axes
+    summed in order), ties to the lower point index, so every backend returns the same
+    indices:
+
+    * ``"kdtree"``: scipy's cKDTree, the CPU default; where the ``(k+1)``-th nearest point is
+      as near as the ``k``-th up to rounding, every point that near is a candidate and the
+      rule decides among them;
+    * ``"torch"``: all distances, ``chunk`` at a time, on any device (the GPU default);
+    * ``"brute"``: a loop over the queries, the reference the tests use.
+
+    Args:
+        points: Tensor[N, d], the ``N >= k`` points searched.
+        queries: Tensor[M, d], on the same device.
+        k: how many, ``1 <= k <= N``.
+        backend: ``"auto"``, ``"kdtree"``, ``"torch"`` or ``"brute"``.
+        chunk: with ``"torch"``, how many distances to hold at once (``chunk // N`` queries).
+
+    Returns:
+        Tensor[M, k] of int64 indices into ``points``, on their device.
+    """
     if backend not in NEAREST_BACKENDS:
         raise ValueError(f"unknown nearest-neighbour backend {backend!r}; choose one of {NEAREST_BACKENDS}")
     if points.dim() != 2 or queries.dim() != 2 or points.shape[1] != queries.shape[1] or points.shape[1] < 1:
@@ -258,20 +276,21 @@ def nearest(points: Tensor, queries: Tensor, *, backend: str = "auto", chunk: in
                          f"and {tuple(queries.shape)}")
     if points.shape[0] == 0:
         raise ValueError(f"no nearest point among none: points {tuple(points.shape)} ([N, d])")
+    if not 1 <= k <= points.shape[0]:
+        raise ValueError(f"k_nearest needs 1 <= k <= N, got k={k} for {points.shape[0]} points")
     if queries.device != points.device:
         raise ValueError(f"queries are on {queries.device}, points on {points.device}")
     if backend == "auto":
         backend = "kdtree" if points.device.type == "cpu" else "torch"
     x, q = points.double(), queries.double()  # (N, d), (M, d)
     if q.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.long, device=points.device)
+        return torch.zeros(0, k, dtype=torch.long, device=points.device)
     if backend == "brute":
-        return _brute_nearest(x, q)
+        return _brute_nearest(x, q, k)
     if backend == "kdtree":
-        return _kdtree_nearest(x, q)
+        return _kdtree_nearest(x, q, k)
     step = max(1, chunk // x.shape[0])
-    return torch.cat([_squared_distance(q[i:i + step, None, :], x[None]).argmin(1)  # (m, N) -> (m,), first minimum
-                      for i in range(0, q.shape[0], step)])
+    return torch.cat([_torch_nearest(x, q[i:i + step], k) for i in range(0, q.shape[0], step)])
 
 
 def csr_indptr(row: Tensor, num_rows: int) -> Tensor:
@@ -497,34 +516,61 @@ def _squared_distance(a: Tensor, b: Tensor) -> Tensor:
     return out
 
 
-def _brute_nearest(x: Tensor, q: Tensor) -> Tensor:
-    """For each query, the first point at the least squared distance; a loop over queries."""
-    index = torch.empty(q.shape[0], dtype=torch.long, device=x.device)
+def _first_k_by_distance(x: Tensor, q: Tensor, rows: Tensor, cols: Tensor, k: int) -> Tensor:
+    """Candidate pairs (``rows`` ascending, every query with at least ``k``) ordered by the rule
+    (float64 squared distance, then point index) within each query: the first ``k`` per
+    query, Tensor[M, k]."""
+    d2 = _squared_distance(x[cols], q[rows])  # (C,)
+    order = torch.from_numpy(np.lexsort((cols.cpu().numpy(), d2.cpu().numpy(), rows.cpu().numpy())))
+    rows, cols = rows[order.to(rows.device)], cols[order.to(cols.device)]
+    start = csr_indptr(rows, q.shape[0])[:-1]  # (M,)
+    return cols[start[:, None] + torch.arange(k, device=cols.device)]
+
+
+def _brute_nearest(x: Tensor, q: Tensor, k: int) -> Tensor:
+    """For each query the ``k`` points of least squared distance, ties to the lower index; a
+    loop over queries."""
+    index = torch.empty(q.shape[0], k, dtype=torch.long, device=x.device)
     for i in range(q.shape[0]):
         dist = _squared_distance(x, q[i])  # (N,)
-        index[i] = torch.nonzero(dist == dist.min())[0, 0]
+        index[i] = torch.sort(dist, stable=True).indices[:k]  # a stable sort keeps ties in index order
     return index
 
 
-def _kdtree_nearest(x: Tensor, q: Tensor) -> Tensor:
-    """The tree's nearest point, unless the second is as near up to rounding: then the
-    least exact distance, ties to the lowest index, among all points that near."""
+def _torch_nearest(x: Tensor, q: Tensor, k: int) -> Tensor:
+    """The rule on one chunk of queries from all their distances."""
+    d2 = _squared_distance(q[:, None, :], x[None])  # (m, N)
+    if k == 1:
+        return d2.argmin(1, keepdim=True)  # the first minimum
+    kth = d2.topk(k, dim=1, largest=False).values[:, -1:]  # (m, 1)
+    rows, cols = torch.nonzero(d2 <= kth, as_tuple=True)  # at least k per query, ties at the k-th included
+    return _first_k_by_distance(x, q, rows, cols, k)
+
+
+def _kdtree_nearest(x: Tensor, q: Tensor, k: int) -> Tensor:
+    """The tree's ``k`` nearest points, unless the ``(k+1)``-th is as near as the ``k``-th up to
+    rounding: then every point that near is a candidate; the rule orders the candidates (for
+    ``k = 1`` only where there are several)."""
     from scipy.spatial import cKDTree
     xs, qs = x.cpu().numpy(), q.cpu().numpy()
+    n, m = xs.shape[0], qs.shape[0]
     tree = cKDTree(xs)
-    k = min(2, xs.shape[0])
-    dist, index = tree.query(qs, k=k)
-    dist, index = dist.reshape(-1, k), index.reshape(-1, k).astype(np.int64)  # (M, k)
-    best = index[:, 0].copy()
-    if k == 2:
-        reach = dist[:, 0] * (1 + NEAREST_SLACK)
-        tied = np.flatnonzero(dist[:, 1] <= reach)
+    kk = min(k + 1, n)
+    dist, index = tree.query(qs, k=kk)
+    dist, index = dist.reshape(-1, kk), index.reshape(-1, kk).astype(np.int64)  # (M, kk)
+    best = index[:, :k].copy()  # (M, k)
+    tied = np.flatnonzero(dist[:, k] <= dist[:, k - 1] * (1 + NEAREST_SLACK)) if kk > k else np.zeros(0, np.int64)
+    redo = np.arange(m) if k > 1 else tied  # the queries the rule orders (k > 1: all, within their first k)
+    if redo.size:
+        local = np.full(m, -1, dtype=np.int64)
+        local[redo] = np.arange(redo.size)
+        rows, cols = np.repeat(np.arange(redo.size), k), best[redo].reshape(-1)
         if tied.size:
-            near = tree.query_ball_point(qs[tied], reach[tied])
-            rows = np.concatenate([tied, tied, np.repeat(tied, [len(c) for c in near])])
-            cols = np.concatenate([index[tied, 0], index[tied, 1], *(np.asarray(c, dtype=np.int64) for c in near)])
-            d2 = _squared_distance(x.cpu()[torch.from_numpy(cols)], q.cpu()[torch.from_numpy(rows)]).numpy()  # (C,)
-            order = np.lexsort((cols, d2, rows))  # by query, then distance, then point index
-            first = np.r_[True, rows[order][1:] != rows[order][:-1]]
-            best[tied] = cols[order][first]  # tied is ascending, like the query groups
+            near = tree.query_ball_point(qs[tied], dist[tied, k - 1] * (1 + NEAREST_SLACK))
+            rows = np.concatenate([rows, np.repeat(local[tied], [len(c) for c in near])])
+            cols = np.concatenate([cols, *(np.asarray(c, dtype=np.int64) for c in near)])
+            pair = np.unique(rows * n + cols)  # the tree's own come again in the ball
+            rows, cols = pair // n, pair % n
+        best[redo] = _first_k_by_distance(x.cpu(), q.cpu()[torch.from_numpy(redo)], torch.from_numpy(rows),
+                                          torch.from_numpy(cols), k).numpy()
     return torch.from_numpy(best).to(x.device)

@@ -10,7 +10,8 @@ import torch
 
 from inrnet import Field, Neighbors, PointSet, Support
 from inrnet.models.inr_nets import INRNetSegmenter
-from inrnet.neighbors import BACKENDS, NEAREST_BACKENDS, _cell_candidates, find_neighbors, nearest, neighbors
+from inrnet.neighbors import (BACKENDS, NEAREST_BACKENDS, _cell_candidates, find_neighbors, k_nearest, nearest,
+                             neighbors)
 from inrnet.sampling import grid, sobol, uniform
 
 SEARCH_BACKENDS = ["brute", "kdtree", "cells"]
@@ -329,6 +330,39 @@ def test_torch_and_kdtree_nearest_agree():
     torch.testing.assert_close(nearest(source.coords, target.coords, backend="kdtree"), brute, rtol=0, atol=0)
     torch.testing.assert_close(nearest(source.coords, target.coords, backend="torch", chunk=500), brute,
                                rtol=0, atol=0)
+
+
+def reference_k_nearest(points: torch.Tensor, queries: torch.Tensor, k: int) -> list[list[int]]:
+    """For each query the k points of least squared distance, ties to the lower index: a double
+    loop on Python floats."""
+    x, q = points.double().tolist(), queries.double().tolist()
+    out = []
+    for qi in q:
+        dist = [sum((a - b) ** 2 for a, b in zip(xj, qi)) for xj in x]
+        out.append(sorted(range(len(x)), key=lambda j: (dist[j], j))[:k])
+    return out
+
+
+@pytest.mark.parametrize("backend", NEAREST_BACKENDS)
+@pytest.mark.parametrize("d", [1, 2, 3])
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_k_nearest_matches_the_loop_with_ties_to_the_lower_index(backend, d, k):
+    points, queries = _tied_case(d)
+    expected = reference_k_nearest(points, queries, k)
+    assert k_nearest(points, queries, k, backend=backend, chunk=7).tolist() == expected
+    assert k_nearest(points.float(), queries.float(), k, backend=backend).tolist() == expected
+    scattered, others = sobol(97, d, seed=1, dtype=torch.float64), uniform(211, d, seed=2, dtype=torch.float64)
+    assert k_nearest(scattered, others, k, backend=backend, chunk=500).tolist() == \
+        reference_k_nearest(scattered, others, k)
+
+
+def test_k_nearest_bad_inputs():
+    points = sobol(5, 2, seed=0)
+    assert k_nearest(points, points, 5).shape == (5, 5)
+    assert k_nearest(points, torch.zeros(0, 2), 3).shape == (0, 3)
+    for k in (0, 6):
+        with pytest.raises(ValueError, match=f"1 <= k <= N, got k={k} for 5 points"):
+            k_nearest(points, points, k)
 
 
 def test_nearest_edge_cases_and_bad_inputs():

@@ -72,7 +72,7 @@ import torch
 from torch import Tensor, nn
 
 from inrnet.field import Field, PointSet, check_field
-from inrnet.neighbors import Neighbors, Support, neighbors, tiled_box
+from inrnet.neighbors import Neighbors, Support, csr_indptr, k_nearest, neighbors, tiled_box
 from inrnet.nn.gather import GatherPlan, atom_conv
 from inrnet.nn._segment import gather, gather_scale_sum, segment_sum, segment_weight_sum
 from inrnet.nn.geometry import PADDING_MODES, as_tuple, output_points
@@ -81,9 +81,15 @@ from inrnet.nn.parametric import multi_indices
 
 __all__ = ["ContinuousConv", "conv_pairs", "support_fraction"]
 
-ESTIMATORS = ("sum", "mean", "tap_mean", "tap_linear", "tap_quadratic")
+ESTIMATORS = ("sum", "mean", "tap_mean", "tap_linear", "tap_quadratic", "tap_spline")
 TAP_ESTIMATORS = {"tap_mean": 0, "tap_linear": 1, "tap_quadratic": 2}
-"""The per-tap estimators and the degree of the local polynomial each fits to a tap's points."""
+"""The per-tap estimators that fit a tap's own points, and the degree of the local polynomial each fits."""
+PER_TAP = (*TAP_ESTIMATORS, "tap_spline")
+"""Every estimator that reads the field off at the kernel's taps (kernels with taps only)."""
+TAP_SPLINE_NEIGHBORS = 16
+"""Points per tap of ``estimator="tap_spline"``: its local spline interpolates the tap's
+``TAP_SPLINE_NEIGHBORS`` nearest points (16 and 24 were within 2% of each other in
+``experiments/tap_interpolation.py``, docs/results.md; the cost grows as its cube)."""
 TAP_FIT_RIDGE = {1: 0.03, 2: 0.01}
 """The ridge on the fitted monomials per degree, in units of the tap's total weight times the
 monomial's squared length scale (``h_k^2``, ``h_k^2 h_l^2``): chosen by the label-free
@@ -141,6 +147,43 @@ def _tap_fit(v: Tensor, r: Tensor, group: Tensor, total: Tensor, spacing: Sequen
     u = u[group]  # (n, k)
     fit = sum(_powers_product(powers, p) * u[:, c] for c, p in enumerate(feats))  # (n,): m_j . P s1
     return v * (1 - fit), denom
+
+
+def _tap_spline_weights(r: Tensor) -> Tensor:
+    """The weights of the local polyharmonic cubic spline with a linear term, at the origin.
+
+    For each of U taps with k points at offsets ``r_j`` (point minus tap, in tap spacings),
+    the interpolant ``s(x) = sum_j lambda_j |x - r_j|^3 + c + g . x`` with ``s(r_j) = f_j`` and
+    ``sum_j lambda_j (1, r_j) = 0`` has ``s(0) = sum_j w_j f_j``: ``w`` is the first k entries
+    of ``A^-1 (|r|^3, 1, 0)`` for the symmetric system matrix ``A = [[Phi, P], [P^T, 0]]``,
+    ``Phi_ij = |r_i - r_j|^3``, ``P_j = (1, r_j)``. The weights sum to one, reproduce linear
+    fields exactly, and are one-hot where a point lies on its tap (within ``1e-9`` spacings).
+
+    Args:
+        r: Tensor[U, k, d] of float64 offsets, ``k >= d + 1`` distinct points per tap not all on
+            one hyperplane.
+
+    Returns:
+        Tensor[U, k], float64.
+
+    Raises:
+        ValueError: some tap's points coincide or lie on one hyperplane (the system is singular).
+    """
+    u, k, d = r.shape
+    system = r.new_zeros(u, k + d + 1, k + d + 1)
+    system[:, :k, :k] = (r[:, :, None, :] - r[:, None, :, :]).norm(dim=-1).pow(3)  # (U, k, k)
+    poly = torch.cat([r.new_ones(u, k, 1), r], -1)  # (U, k, d + 1)
+    system[:, :k, k:], system[:, k:, :k] = poly, poly.transpose(1, 2)
+    rhs = torch.cat([r.norm(dim=-1).pow(3), r.new_ones(u, 1), r.new_zeros(u, d)], -1)  # (U, k + d + 1)
+    sol, info = torch.linalg.solve_ex(system, rhs)
+    if bool((info != 0).any()) or not bool(torch.isfinite(sol).all()):
+        raise ValueError(f"estimator='tap_spline': the {k} nearest points of some tap coincide or lie on one "
+                         "hyperplane, so its spline is undetermined (repeated points, or a lattice one point thick?); "
+                         "use 'tap_mean'")
+    w = sol[:, :k]
+    hit = r.norm(dim=-1) < 1e-9  # (U, k): points on their tap
+    first = hit & (hit.cumsum(1) == 1)  # the first of them gives its value, exactly
+    return torch.where(hit.any(1, keepdim=True), first.to(w.dtype), w)
 
 
 def support_fraction(queries: PointSet, bounds, support: Support, n_probe: int = 1024) -> Tensor:
@@ -231,7 +274,7 @@ class ContinuousConv(nn.Module):
             raise ValueError(f"padding must be one of {PADDING_MODES}, got {padding!r}")
         if estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
-        if estimator in TAP_ESTIMATORS and cls.atom_taps is ContinuousConv.atom_taps:
+        if estimator in PER_TAP and cls.atom_taps is ContinuousConv.atom_taps:
             raise ValueError(f"estimator={estimator!r} normalises each atom at its tap; {cls.__name__} has no taps "
                              "(use a B-spline kernel, or estimator='sum' / 'mean')")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
@@ -348,8 +391,10 @@ class ContinuousConv(nn.Module):
             The plan that [`atom_conv`][inrnet.nn.gather.atom_conv] contracts with
             [`atoms`][inrnet.nn.conv.ContinuousConv.atoms].
         """
-        nbrs = self._neighbors(points, queries)
         key = ("conv-plan", queries, self.support, self.mirror_inset(), self.estimator, self.expansion_key())
+        if self.estimator == "tap_spline":  # from each tap's nearest points, not the support's pairs
+            return points.cached(key, lambda: self._spline_plan(points, queries))
+        nbrs = self._neighbors(points, queries)
         return points.cached(key, lambda: self._build_plan(points, queries, nbrs))
 
     def _build_plan(self, points: PointSet, queries: PointSet, nbrs: Neighbors) -> GatherPlan:
@@ -361,6 +406,52 @@ class ContinuousConv(nn.Module):
             value = self._tap_estimate(points, queries, nbrs, index, value)
         lattices = None if points.lattice is None or queries.lattice is None else (points.lattice, queries.lattice)
         return GatherPlan.from_pairs(nbrs, index, value, self.num_atoms, points.dtype, lattices)
+
+    def _spline_plan(self, points: PointSet, queries: PointSet) -> GatherPlan:
+        """The plan of ``estimator="tap_spline"``: each (query ``m``, atom ``a``) reads the field
+        at its tap ``t = q_m + offsets[a]`` off the local cubic spline through the
+        ``TAP_SPLINE_NEIGHBORS`` nearest points of ``t`` (`_tap_spline_weights`), times ``mass[a]``.
+
+        With zero padding a tap outside the points' box reads 0; with mirrors it reads the field
+        at its mirror image (reflected once about the plane of each face it is beyond). Taps
+        shared by several queries (a lattice's) are solved once. Points beyond the layer's
+        support can be among a tap's nearest: the support bounds which taps a query has, not
+        which points estimate the field there.
+        """
+        offsets, mass = self.atom_taps()  # (A, d), (A,)
+        a, d, m = self.num_atoms, self.dim, queries.n
+        x = points.coords.double()  # (N, d)
+        device = x.device
+        offsets, mass = offsets.to(device), mass.to(device)
+        taps = (queries.coords.double()[:, None, :] + offsets).reshape(-1, d)  # (M * A, d)
+        box = torch.tensor(tiled_box(points), dtype=torch.float64, device=device)  # (d, 2)
+        slack = 1e-9 * box.abs().max()
+        inside = ((taps >= box[:, 0] - slack) & (taps <= box[:, 1] + slack)).all(-1)  # (M * A,)
+        mirror = self.mirror_inset()
+        if mirror is not None:  # the mirrored field: a tap beyond a face reads its image inside
+            plane_lo = box[:, 0] + taps.new_tensor(mirror)
+            plane_hi = box[:, 1] - taps.new_tensor(mirror)
+            taps = torch.where(taps < box[:, 0], 2 * plane_lo - taps, taps)
+            taps = torch.where(taps > box[:, 1], 2 * plane_hi - taps, taps)
+            inside = torch.ones_like(inside)
+        spacing = taps.new_tensor(self.tap_spacing())  # (d,)
+        cell = torch.round((taps - box[:, 0]) / (spacing * 1e-6)).long()  # taps equal to a micro-spacing share one solve
+        unique, which = torch.unique(cell, dim=0, return_inverse=True)  # (U, d), (M * A,)
+        first = torch.full((unique.shape[0],), taps.shape[0], dtype=torch.long, device=device)
+        first = first.scatter_reduce(0, which, torch.arange(taps.shape[0], device=device), "amin")
+        at = taps[first]  # (U, d): one representative per shared tap
+        k = min(TAP_SPLINE_NEIGHBORS, points.n)
+        near = k_nearest(x, at, k)  # (U, k)
+        w = _tap_spline_weights((x[near] - at[:, None, :]) / spacing)  # (U, k)
+        scale = torch.where(inside, mass.repeat(m), 0.0)  # (M * A,)
+        value = (w[which] * scale[:, None]).reshape(-1)  # (M * A * k,)
+        col = near[which].reshape(-1)  # (M * A * k,)
+        row = torch.arange(m, device=device).repeat_interleave(a * k)  # (M * A * k,), rows ascending
+        atom = torch.arange(a, device=device).repeat_interleave(k).repeat(m)  # (M * A * k,)
+        pairs = Neighbors(csr_indptr(row, m), row, col, (x[col] - queries.coords.double()[row]).to(points.dtype),
+                          points.n)
+        lattices = None if points.lattice is None or queries.lattice is None else (points.lattice, queries.lattice)
+        return GatherPlan.from_pairs(pairs, atom[:, None], value[:, None], a, points.dtype, lattices)
 
     def _tap_estimate(self, points: PointSet, queries: PointSet, nbrs: Neighbors, index: Tensor, value: Tensor
                       ) -> Tensor:
