@@ -144,7 +144,9 @@ class INRNetClassifier(nn.Module):
             ``"tap_mean"`` (B-spline convs: each tap's own weighted mean, the discrete filter
             applied to the field interpolated at its taps; the twin on grids, no point-count
             noise on scattered points), ``"tap_linear"`` or ``"tap_quadratic"`` (the same with a
-            least-squares plane / quadratic through each tap's points instead of their mean).
+            least-squares plane / quadratic through each tap's points instead of their mean) or
+            ``"tap_spline"`` (a local cubic spline through each tap's nearest points: the closest
+            to the field at the taps of these, the default of the scene segmenters' configs).
         latent: where the first strided conv puts its outputs. ``"points"`` (the paper's):
             a prefix of the input points (every other pixel of a grid), so every layer
             integrates over the input's own scattered points. ``"lattice"``: the sub-lattice

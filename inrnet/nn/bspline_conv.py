@@ -66,9 +66,10 @@ class BSplineConv(ContinuousConv):
         padding: boundary handling, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
         groups: channel groups, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv].
         bias: learn a bias per output channel.
-        estimator: ``"sum"``, ``"mean"``, ``"tap_mean"``, ``"tap_linear"`` or ``"tap_quadratic"``
-            quadrature, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv] (``"tap_*"``: the filter applied to
-            the field interpolated at its taps by the points' mean, a least-squares plane or quadratic).
+        estimator: ``"sum"``, ``"mean"``, ``"tap_mean"``, ``"tap_linear"``, ``"tap_quadratic"`` or
+            ``"tap_spline"`` quadrature, as in [`ContinuousConv`][inrnet.nn.conv.ContinuousConv] (``"tap_*"``: the
+            filter applied to the field interpolated at its taps by the points' mean, a least-squares
+            plane or quadratic, or a local cubic spline through each tap's nearest points).
 
     Attributes:
         weight: Tensor[C_out, C_in / groups, *kernel_size], the tap values (laid out like
