@@ -121,6 +121,9 @@ class BSplineConv(ContinuousConv):
     def tap_spacing(self) -> tuple[float, ...]:
         return self.spacing
 
+    def tap_hat_atoms(self) -> bool:
+        return self.degree == 1
+
     def atom_taps(self) -> tuple[Tensor, Tensor]:
         # atom a = control point (i_0, ..., i_{d-1}) in C order, at its tap; a cardinal
         # B-spline integrates to one tap cell, prod(spacing)

@@ -70,14 +70,15 @@ Either mirror reflects once per face, so the support must be narrower than the b
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from inrnet.field import Field, PointSet, check_field
-from inrnet.neighbors import Neighbors, Support, csr_indptr, k_nearest, neighbors, tiled_box
+from inrnet.field import Field, Lattice, PointSet, check_field
+from inrnet.neighbors import Neighbors, Support, csr_indptr, k_nearest, neighbors, stable_argsort, tiled_box
 from inrnet.nn.gather import GatherPlan, atom_conv
 from inrnet.nn._segment import gather, gather_scale_sum, segment_sum, segment_weight_sum
 from inrnet.nn.geometry import PADDING_MODES, as_tuple, output_points
@@ -91,6 +92,11 @@ TAP_ESTIMATORS = {"tap_mean": 0, "tap_linear": 1, "tap_quadratic": 2}
 """The per-tap estimators that fit a tap's own points, and the degree of the local polynomial each fits."""
 PER_TAP = (*TAP_ESTIMATORS, "tap_spline")
 """Every estimator that reads the field off at the kernel's taps (kernels with taps only)."""
+TAP_LATTICE = True
+"""Run a ``"tap_mean"`` conv with hat atoms from scattered points to a lattice as two steps
+(see [`tap_lattice`][inrnet.nn.conv.ContinuousConv.tap_lattice]): the field's per-tap means on
+the lattice of its taps, by index arithmetic, then the discrete filter on that lattice. False:
+the layer's direct plan, the reference the tests compare the two steps with."""
 TAP_SPLINE_NEIGHBORS = 16
 """Points per tap of ``estimator="tap_spline"``: its local spline interpolates the tap's
 ``TAP_SPLINE_NEIGHBORS`` nearest points (16 and 24 were within 2% of each other in
@@ -192,6 +198,42 @@ def _tap_spline_weights(r: Tensor) -> Tensor:
                              "thick?); use 'tap_mean'")
         w[solve] = sol[:, :k]
     return w
+
+
+def _hat_mean_plan(points: PointSet, lattice: PointSet) -> GatherPlan:
+    """The plan (one atom) of the hat-weighted mean at every lattice site: each point's
+    ``2^d`` surrounding sites and its multilinear (hat) weights there by index arithmetic, times
+    its quadrature weight, divided by each site's total; sites without points get no entries.
+    The same estimate as ``"tap_mean"``'s for a hat atom (``ContinuousConv._tap_estimate``)
+    without a neighbour search.
+
+    Returns:
+        The plan of ``S [prod(lattice.shape), N]``.
+    """
+    lat = lattice.lattice
+    x = points.coords.double()  # (N, d)
+    n, d = x.shape
+    origin = x.new_tensor(lat.origin)
+    step = x.new_tensor(lat.step)
+    shape = x.new_tensor(lat.shape, dtype=torch.long)
+    u = (x - origin) / step  # (N, d): the position in sites
+    base = torch.floor(u).long()
+    frac = u - base  # (N, d) in [0, 1)
+    corners = torch.tensor(list(itertools.product((0, 1), repeat=d)), device=x.device)  # (2^d, d)
+    site = base[:, None, :] + corners  # (N, 2^d, d)
+    weight = torch.where(corners.bool(), frac[:, None, :], 1 - frac[:, None, :]).prod(-1)  # (N, 2^d)
+    weight = weight * points.weights.double()[:, None]
+    keep = ((site >= 0) & (site < shape)).all(-1) & (weight > 0)  # (N, 2^d)
+    strides = torch.ones(d, dtype=torch.long, device=x.device)
+    for k in range(d - 2, -1, -1):
+        strides[k] = strides[k + 1] * lat.shape[k + 1]
+    row = (site * strides).sum(-1)[keep]  # (E,) the site, in C order
+    col = torch.arange(n, device=x.device)[:, None].expand(n, 2 ** d)[keep]  # (E,)
+    value = weight[keep]
+    total = value.new_zeros(lattice.n).index_add_(0, row, value)  # (M,)
+    value = value / total[row]
+    order = stable_argsort(row)
+    return GatherPlan(csr_indptr(row, lattice.n), col[order], value[order].to(points.dtype), lattice.n, 1, n)
 
 
 def support_fraction(queries: PointSet, bounds, support: Support, n_probe: int = 1024) -> Tensor:
@@ -347,6 +389,12 @@ class ContinuousConv(nn.Module):
         of the ridge of ``estimator="tap_linear"`` / ``"tap_quadratic"``."""
         raise NotImplementedError(f"{type(self).__name__} has no taps")
 
+    def tap_hat_atoms(self) -> bool:
+        """Whether every atom is the tensor-product hat (degree-1 cardinal B-spline) of the tap
+        spacing centred at its tap: then [`tap_lattice`][inrnet.nn.conv.ContinuousConv.tap_lattice]
+        can split the layer in two. False by default."""
+        return False
+
     def reflect_inset(self) -> tuple[float, ...] | None:
         """How far inside the domain's faces ``padding="reflect"`` mirrors, per axis: half
         the tap spacing for kernels with taps (the outermost pixel centres of their grid);
@@ -501,6 +549,72 @@ class ContinuousConv(nn.Module):
             scale = scale * inside.reshape(-1)
         return value * scale[key]
 
+    def tap_lattice(self, points: PointSet, queries: PointSet) -> PointSet | None:
+        """The lattice of the taps, when this layer from ``points`` to ``queries`` is the discrete
+        filter applied to the field's per-tap means there; None otherwise.
+
+        With ``estimator="tap_mean"``, atoms that are hats of the tap spacing
+        ([`tap_hat_atoms`][inrnet.nn.conv.ContinuousConv.tap_hat_atoms]), a box support holding every
+        atom's whole hat and zero padding, each tap's value is the hat-weighted mean of the points
+        around it, whichever query the tap belongs to. When the queries are a lattice whose taps
+        all fall on the cell centres of the tap spacing's grid of the points' box, the layer is
+        then the per-tap means at those cell centres
+        ([`tap_means`][inrnet.nn.conv.ContinuousConv.tap_means]) followed by the same layer on
+        that grid, where it is the discrete filter (a stencil, run as a discrete convolution).
+        Taps outside the box read 0 either way. The grid is cached on ``queries``, so it and
+        the second step's plan are built once for a fixed output lattice. Only scattered
+        ``points`` take this route (on a lattice the direct plan is already a stencil or not).
+        """
+        if (not TAP_LATTICE or self.estimator != "tap_mean" or self.padding != "zeros" or not self.has_atoms
+                or points.lattice is not None or queries.lattice is None or self.support.shape != "box"
+                or not self.tap_hat_atoms()):
+            return None
+        key = ("tap-lattice", tuple(points.bounds), self.tap_spacing(), self.support, self.expansion_key())
+        return queries.cached(key, lambda: self._tap_lattice(points.bounds, queries))
+
+    def _tap_lattice(self, bounds, queries: PointSet) -> PointSet | None:
+        """The uncached [`tap_lattice`][inrnet.nn.conv.ContinuousConv.tap_lattice]."""
+        offsets, _ = self.atom_taps()  # (A, d)
+        h = self.tap_spacing()
+        tol = 1e-9
+        reach = (offsets - torch.tensor(self.support.center, dtype=torch.float64)).abs().amax(0)  # (d,)
+        if any(r + hk > w * (1 + tol) for r, hk, w in zip(reach.tolist(), h, self.support.half_width)):
+            return None  # some hat is cut by the support: its mean depends on the query
+        shape = []
+        for k, ((lo, hi), hk) in enumerate(zip(bounds, h)):
+            n = (hi - lo) / hk
+            if abs(n - round(n)) > tol * max(1.0, n) or round(n) < 1:
+                return None
+            lat = queries.lattice
+            # every tap coordinate origin + i * step + offset is a cell centre lo + (j + 1/2) h
+            sites = [(lat.origin[k] + float(o) - lo) / hk - 0.5 for o in offsets[:, k].unique().tolist()]
+            if abs(lat.step[k] / hk - round(lat.step[k] / hk)) > tol or any(abs(j - round(j)) > 1e-6 for j in sites):
+                return None
+            shape.append(round(n))
+        if all(lo == -1.0 and hi == 1.0 for lo, hi in bounds):
+            return PointSet.grid(shape, dtype=queries.dtype, device=queries.device)  # bit for bit the grid
+        lattice = Lattice(tuple(lo + hk / 2 for (lo, _), hk in zip(bounds, h)), tuple(h), tuple(shape))
+        return PointSet(lattice.coords(queries.dtype, queries.device), lattice=lattice, bounds=bounds)
+
+    def tap_means(self, field: Field, lattice: PointSet) -> Field:
+        """The field's hat-weighted mean at every site of ``lattice`` (spacing the tap spacing),
+        ``sum_j w_j phi(x_j - t) f_j / sum_j w_j phi(x_j - t)`` with ``phi`` the hat of the tap
+        spacing, 0 where no point is near: the first step of the
+        [`tap_lattice`][inrnet.nn.conv.ContinuousConv.tap_lattice] route.
+
+        Args:
+            field: values Tensor[B, N, C] on scattered points.
+            lattice: the tap lattice.
+
+        Returns:
+            Field with values Tensor[B, prod(lattice.shape), C] on ``lattice``.
+        """
+        points = field.points
+        plan = points.cached(("tap-means", lattice), lambda: _hat_mean_plan(points, lattice))
+        c = field.values.shape[-1]
+        ones = field.values.new_ones(1, 1, c)  # one atom, depthwise: the plan's weights, channel by channel
+        return Field(atom_conv(field.values, plan, ones, groups=c), lattice)
+
     def forward(self, field: Field, query: PointSet | None = None) -> Field:
         """Convolve a field.
 
@@ -517,6 +631,10 @@ class ContinuousConv(nn.Module):
         if points.dim != self.dim:
             raise ValueError(f"{type(self).__name__} has a {self.dim}-d support, got points of dimension {points.dim}")
         queries = self.output_points(points) if query is None else query
+        lattice = self.tap_lattice(points, queries)
+        if lattice is not None:  # the per-tap means on the tap lattice, then the discrete filter there
+            field = self.tap_means(field, lattice)
+            points = lattice
         if self.has_atoms:
             plan = self.gather_plan(points, queries)
             out = atom_conv(field.values, plan, self.atoms().to(field.values.dtype), self.groups)

@@ -391,6 +391,68 @@ def test_tap_fit_estimators_reproduce_their_polynomials_where_tap_mean_blurs_the
     assert float(errors["tap_mean"].abs().quantile(0.5)) > 1e-3  # the off-centre mean of a sloped field
 
 
+# --- the tap-lattice route: per-tap means on the tap lattice, then the discrete filter --------------
+
+def _direct_and_routed(layer, values, points, queries, monkeypatch):
+    """The layer's output and input/weight gradients with its direct plan and by the route."""
+    out = {}
+    for route in (False, True):
+        monkeypatch.setattr("inrnet.nn.conv.TAP_LATTICE", route)
+        x = values.clone().requires_grad_(True)
+        layer.zero_grad()
+        y = layer(Field(x, PointSet(points.coords, bounds=points.bounds)), query=queries).values
+        (y * torch.linspace(-1, 1, y.numel(), dtype=D64).view_as(y)).sum().backward()
+        out[route] = (y.detach(), x.grad, layer.weight.grad.clone())
+    return out
+
+
+@pytest.mark.parametrize("kw", [dict(stride=2), dict(stride=1), dict(stride=(2, 1), groups=3),
+                                dict(stride=2, kernel_size=(3, 1)), dict(stride=1, kernel_size=2)])
+def test_tap_lattice_route_is_the_direct_plan(kw, monkeypatch):
+    torch.manual_seed(0)
+    kw = {"kernel_size": 3, **kw}
+    layer = BSplineConv(3, 6, spacing=2 / 20, estimator="tap_mean", support_extent="basis", **kw).double()
+    points = PointSet(sobol(300, 2, seed=4, dtype=D64))
+    queries = PointSet.grid((20, 20), dtype=D64).downsample(kw["stride"])
+    assert layer.tap_lattice(points, queries).lattice.shape == (20, 20)
+    out = _direct_and_routed(layer, torch.randn(2, 300, 3, dtype=D64), points, queries, monkeypatch)
+    for direct, routed in zip(out[False], out[True]):
+        torch.testing.assert_close(routed, direct, rtol=1e-10, atol=1e-12)
+
+
+def test_tap_lattice_route_on_another_box(monkeypatch):
+    from inrnet.field import Lattice
+    torch.manual_seed(1)
+    bounds = [(0.0, 1.0), (-2.0, 1.0)]
+    coords = sobol(400, 2, seed=2, dtype=D64) * 0.5 + 0.5
+    coords[:, 1] = coords[:, 1] * 3 - 2  # in the box
+    points = PointSet(coords, bounds=bounds)
+    lat = Lattice((0.05, -1.95), (0.1, 0.1), (10, 30))  # cell centres of the 0.1 grid of the box
+    queries = PointSet(lat.coords(D64), lattice=lat, bounds=bounds)
+    layer = BSplineConv(2, 3, 3, 0.1, estimator="tap_mean", support_extent="basis").double()
+    assert layer.tap_lattice(points, queries) is not None
+    out = _direct_and_routed(layer, torch.randn(1, 400, 2, dtype=D64), points, queries, monkeypatch)
+    for direct, routed in zip(out[False], out[True]):
+        torch.testing.assert_close(routed, direct, rtol=1e-10, atol=1e-12)
+
+
+def test_tap_lattice_route_only_where_the_layer_factorises():
+    points = PointSet(sobol(300, 2, seed=4, dtype=D64))
+    grid = PointSet.grid((20, 20), dtype=D64)
+    make = lambda **kw: BSplineConv(1, 1, **{"kernel_size": 3, "spacing": 0.1, "estimator": "tap_mean",  # noqa: E731
+                                             "support_extent": "basis", **kw}).double()
+    assert make().tap_lattice(points, grid) is not None
+    assert make(support_extent="taps").tap_lattice(points, grid) is None  # the edge hats are cut by the support
+    assert make(padding="symmetric").tap_lattice(points, grid) is None
+    assert make(estimator="tap_quadratic").tap_lattice(points, grid) is None
+    assert make(kernel_size=5, degree=2).tap_lattice(points, grid) is None  # not hats
+    assert make().tap_lattice(points, PointSet.grid((19, 19), dtype=D64)) is None  # taps off the cell centres
+    assert make(spacing=0.15).tap_lattice(points, grid) is None  # the box is no whole number of taps
+    assert make().tap_lattice(grid, grid) is None  # on a lattice the direct plan is the stencil
+    assert make().tap_lattice(points, PointSet(sobol(50, 2, seed=1, dtype=D64))) is None
+    assert MLPConv(1, 1, 0.3).tap_lattice(points, grid) is None
+
+
 # --- tap_spline: a local cubic spline through each tap's nearest points ----------------------------
 
 def _tap_spline_reference(layer: BSplineConv, field: Field, queries: PointSet) -> torch.Tensor:
