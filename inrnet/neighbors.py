@@ -310,11 +310,29 @@ def csr_indptr(row: Tensor, num_rows: int) -> Tensor:
 
 
 def stable_argsort(keys: Tensor) -> Tensor:
-    """Stable argsort of integer keys (Tensor[E]); on CPU numpy's stable sort (timsort for
-    int64) is several times faster than torch's stable sort."""
-    if keys.device.type == "cpu":
-        return torch.from_numpy(np.argsort(keys.numpy(), kind="stable"))
-    return torch.argsort(keys, stable=True)
+    """Stable argsort of integer keys (Tensor[E]), Tensor[E] of int64.
+
+    On CPU numpy's stable sort, on keys shifted to start at 0: a radix sort where their span
+    fits 16 bits (numpy sorts ``uint16`` by radix, 10x faster than its timsort of ``int64``), two
+    stable 16-bit passes (low half, then high half) where it fits 32 bits, timsort beyond. Elsewhere
+    torch's stable sort.
+    """
+    if keys.device.type != "cpu":
+        return torch.argsort(keys, stable=True)
+    k = keys.numpy()
+    if k.size == 0:
+        return torch.zeros(0, dtype=torch.long)
+    lo = int(k.min())
+    span = int(k.max()) - lo
+    if span < 1 << 16:
+        order = np.argsort((k - lo).astype(np.uint16), kind="stable")
+    elif span < 1 << 32:
+        shifted = (k - lo).astype(np.uint32)
+        order = np.argsort((shifted & 0xFFFF).astype(np.uint16), kind="stable")  # low half first (LSD radix)
+        order = order[np.argsort((shifted[order] >> 16).astype(np.uint16), kind="stable")]
+    else:
+        order = np.argsort(k, kind="stable")
+    return torch.from_numpy(order.astype(np.int64, copy=False))
 
 
 def _sort_keys(keys: Tensor, rows_sorted: bool) -> Tensor:

@@ -504,3 +504,14 @@ def test_nearest_on_cuda_matches_the_loop(backend):
     assert got.device.type == "cuda" and got.tolist() == reference_nearest(points, queries)
     with pytest.raises(ValueError, match="cuda.*cpu"):
         nearest(points, queries.to("cuda"))
+
+
+@pytest.mark.parametrize("span", [1, 300, (1 << 16) - 1, 1 << 16, 1 << 20, (1 << 32) - 1, 1 << 40])
+def test_stable_argsort_is_torchs_stable_sort_at_every_key_span(span):
+    from inrnet.neighbors import stable_argsort
+    torch.manual_seed(span % 997)
+    keys = torch.randint(0, min(span, 1 << 62), (5000,)) - span // 3  # negative keys too, and many ties
+    keys[:7] = torch.tensor([span - 1 - span // 3, -(span // 3), 0, 0, 1, 1, 0]).clamp(max=span - 1 - span // 3)
+    expected = torch.argsort(keys, stable=True)
+    assert torch.equal(stable_argsort(keys), expected)
+    assert stable_argsort(keys[:0]).shape == (0,)

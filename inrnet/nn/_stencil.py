@@ -184,8 +184,11 @@ def stencil_conv(values: Tensor, stencil: Stencil, atoms: Tensor, groups: int = 
     kernel = kernel.reshape(kernel.shape[0], kernel.shape[1], *taps.shape[1:])
     x = values.reshape(b, *stencil.in_shape, c).movedim(-1, 1)  # (B, C, *in_shape), channels last in memory
     pads = stencil.padding
-    if all(lo == hi and lo >= 0 for lo, hi in pads):
+    if all(lo >= hi >= 0 for lo, hi in pads):
+        # the conv's own (symmetric) padding: outputs start where the stencil's do, and any extra
+        # ones at the far end (there the stencil pads less) are cropped, a view
         y = _CONV[d](x, kernel, stride=stencil.stride, padding=tuple(lo for lo, _ in pads), groups=groups)
+        y = y[(slice(None), slice(None), *(slice(0, m) for m in stencil.out_shape))]
     else:
         flat = [p for lo_hi in reversed(pads) for p in lo_hi]  # F.pad: last axis first; negative crops
         y = _CONV[d](F.pad(x, flat), kernel, stride=stencil.stride, groups=groups)
