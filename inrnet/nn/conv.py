@@ -35,7 +35,10 @@ discrete filter applied to the field interpolated at its taps. A tap outside the
 points tile sees nothing (zero padding), and one whose basis function holds no point gets 0.
 On a full grid of the tap spacing it is the discrete filter, as ``"sum"`` is (degree <= 1 at
 the border too); on scattered points it has no noise from how many points a tap's basis
-function happens to hold, which dominates ``"sum"`` at about one point per pixel.
+function happens to hold, which dominates ``"sum"`` at about one point per pixel. From
+scattered points to a lattice, with hat atoms, a support holding each hat whole and zero
+padding, it runs as the per-tap means on the tap lattice followed by the discrete filter there
+([`tap_lattice`][inrnet.nn.conv.ContinuousConv.tap_lattice], ``TAP_LATTICE``).
 ``estimator="tap_linear"`` / ``"tap_quadratic"`` estimate the field at each tap from the same
 points by a weighted least-squares plane / quadratic (with a small ridge on the monomials,
 ``TAP_FIT_RIDGE``) instead of their mean, which is the field near the points' centroid rather
