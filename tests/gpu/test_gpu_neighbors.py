@@ -70,3 +70,13 @@ def test_cell_list_in_many_query_chunks(device, monkeypatch):
     assert len(searches) > 2 * 8, f"expected many query chunks, got {len(searches) // 2}"
     assert_same_neighbors(got, want)
     assert neighbors(on_device, on_device, support) is got
+
+
+@pytest.mark.parametrize("k", [1, 16])
+def test_k_nearest_on_the_device_matches_the_cpu_tree(k, device):
+    """The chunked-distance backend on the device (``auto`` there), many chunks, against the
+    CPU k-d tree, both with the rule nearest first, ties to the lower index."""
+    points, queries = sobol(3000, 2, seed=5, dtype=torch.float64), uniform(700, 2, seed=6, dtype=torch.float64)
+    want = nbr.k_nearest(points, queries, k, backend="kdtree")
+    got = nbr.k_nearest(points.to(device), queries.to(device), k, chunk=3000 * 64)
+    assert torch.equal(got.cpu(), want)

@@ -98,6 +98,36 @@ def test_atom_convs_match_the_per_pair_reference(name, build, gather_mode, devic
         assert len(rows) > 10, f"{mode}: expected many chunks, got gathers of {rows} rows"
 
 
+@pytest.mark.parametrize("estimator", ["tap_mean", "tap_spline"])
+def test_tap_estimators_to_a_lattice_match_their_float64_cpu_plans(estimator, device, close, monkeypatch):
+    """A first conv from scattered points to a lattice on the device, ``tap_mean`` through its
+    tap lattice (the per-tap means, then the stencil) and ``tap_spline`` (the device's
+    k-nearest search and batched solves), against the same layer's direct plan in float64 on
+    the CPU: output and the gradients of the input and the weights."""
+    from inrnet.nn import conv as conv_module
+    layer = BSplineConv(3, 8, 3, 2 / 20, stride=2, estimator=estimator, support_extent="basis")
+    coords = sobol(600, 2, seed=3)
+    x = torch.randn(2, 600, 3)
+    grid = PointSet.grid((20, 20)).downsample(2)
+    on_device = copy.deepcopy(layer).to(device)
+    xd = x.to(device, copy=True).requires_grad_()
+    points = PointSet(coords.to(device))
+    queries = PointSet(grid.coords.to(device), lattice=grid.lattice)
+    if estimator == "tap_mean":
+        assert on_device.tap_lattice(points, queries) is not None
+    out = on_device(Field(xd, points), query=queries).values
+    monkeypatch.setattr(conv_module, "TAP_LATTICE", False)
+    reference = copy.deepcopy(layer).double()
+    x64 = x.double().requires_grad_()
+    ref = reference(Field(x64, PointSet(coords.double())), query=PointSet.grid((20, 20), dtype=D64).downsample(2)).values
+    close(out, ref)
+    g = torch.randn(ref.shape, dtype=D64)
+    out.backward(g.to(device, torch.float32))
+    ref.backward(g)
+    close(xd.grad, x64.grad)
+    close(on_device.weight.grad, reference.weight.grad)
+
+
 def test_exact_mlp_conv_matches_float64(device, close):
     """The per-pair kernel path (no atoms): einsum and ``index_add`` on the device."""
     _compare_conv(MLPConv(6, 10, (0.15, 0.1), hidden=(16, 16)), device, close)
