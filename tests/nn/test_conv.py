@@ -266,14 +266,23 @@ def _tap_mean_reference(layer: BSplineConv, field: Field, queries: PointSet) -> 
     return out + layer.bias.detach()
 
 
-@pytest.mark.parametrize("kw", [dict(kernel_size=3), dict(kernel_size=3, support_extent="basis"),
-                                dict(kernel_size=(3, 2), stride=2), dict(kernel_size=3, degree=2)])
-def test_tap_mean_estimator_matches_its_double_loop_on_scattered_points(kw):
+SCATTERED_KWS = [dict(kernel_size=3), dict(kernel_size=3, support_extent="basis"), dict(kernel_size=(3, 2), stride=2),
+                 dict(kernel_size=3, degree=2)]
+"""The per-tap estimators' layers checked against their loops on scattered points."""
+
+
+def _on_scattered_points(estimator: str, kw: dict) -> tuple[BSplineConv, Field, Field]:
+    """A 3 -> 4 B-spline conv (spacing 0.15, ``kw``) with ``estimator`` on 300 Sobol points: the
+    layer, its input field and its output."""
     torch.manual_seed(0)
-    pts = PointSet(sobol(300, 2, seed=7, dtype=D64))
-    field = Field(torch.randn(2, 300, 3, dtype=D64), pts)
-    layer = BSplineConv(3, 4, spacing=0.15, estimator="tap_mean", **kw).double()
-    out = layer(field)
+    field = Field(torch.randn(2, 300, 3, dtype=D64), PointSet(sobol(300, 2, seed=7, dtype=D64)))
+    layer = BSplineConv(3, 4, spacing=0.15, estimator=estimator, **kw).double()
+    return layer, field, layer(field)
+
+
+@pytest.mark.parametrize("kw", SCATTERED_KWS)
+def test_tap_mean_estimator_matches_its_double_loop_on_scattered_points(kw):
+    layer, field, out = _on_scattered_points("tap_mean", kw)
     torch.testing.assert_close(out.values, _tap_mean_reference(layer, field, out.points), rtol=1e-10, atol=1e-10)
 
 
@@ -348,21 +357,16 @@ def _tap_fit_reference(layer: BSplineConv, field: Field, queries: PointSet, degr
 
 
 @pytest.mark.parametrize("estimator", ["tap_linear", "tap_quadratic"])
-@pytest.mark.parametrize("kw", [dict(kernel_size=3), dict(kernel_size=3, support_extent="basis"),
-                                dict(kernel_size=(3, 2), stride=2), dict(kernel_size=3, degree=2)])
+@pytest.mark.parametrize("kw", SCATTERED_KWS)
 def test_tap_fit_estimators_match_their_double_loop_on_scattered_points(kw, estimator):
     from inrnet.nn.conv import TAP_ESTIMATORS, TAP_FIT_RIDGE
-    torch.manual_seed(0)
-    pts = PointSet(sobol(300, 2, seed=7, dtype=D64))
-    field = Field(torch.randn(2, 300, 3, dtype=D64), pts)
-    layer = BSplineConv(3, 4, spacing=0.15, estimator=estimator, **kw).double()
-    out = layer(field)
+    layer, field, out = _on_scattered_points(estimator, kw)
     degree = TAP_ESTIMATORS[estimator]
     ref = _tap_fit_reference(layer, field, out.points, degree, TAP_FIT_RIDGE[degree])
     torch.testing.assert_close(out.values, ref, rtol=1e-9, atol=1e-9)
     mean = BSplineConv(3, 4, spacing=0.15, estimator="tap_mean", **kw).double()
     mean.load_state_dict(layer.state_dict())
-    assert not torch.allclose(mean(Field(field.values, PointSet(pts.coords))).values, out.values, atol=1e-3)
+    assert not torch.allclose(mean(Field(field.values, PointSet(field.points.coords))).values, out.values, atol=1e-3)
 
 
 @pytest.mark.parametrize("estimator, degree, n", [("tap_linear", 1, 4096), ("tap_quadratic", 2, 16384)])
@@ -484,15 +488,9 @@ def _tap_spline_reference(layer: BSplineConv, field: Field, queries: PointSet) -
     return out + layer.bias.detach()
 
 
-@pytest.mark.parametrize("kw", [dict(kernel_size=3), dict(kernel_size=3, support_extent="basis"),
-                                dict(kernel_size=(3, 2), stride=2), dict(kernel_size=3, degree=2),
-                                dict(kernel_size=3, padding="symmetric")])
+@pytest.mark.parametrize("kw", [*SCATTERED_KWS, dict(kernel_size=3, padding="symmetric")])
 def test_tap_spline_estimator_matches_scipy_at_every_tap_on_scattered_points(kw):
-    torch.manual_seed(0)
-    pts = PointSet(sobol(300, 2, seed=7, dtype=D64))
-    field = Field(torch.randn(2, 300, 3, dtype=D64), pts)
-    layer = BSplineConv(3, 4, spacing=0.15, estimator="tap_spline", **kw).double()
-    out = layer(field)
+    layer, field, out = _on_scattered_points("tap_spline", kw)
     torch.testing.assert_close(out.values, _tap_spline_reference(layer, field, out.points), rtol=1e-9, atol=1e-9)
 
 
