@@ -12,12 +12,8 @@ Materialising it whole for a batch (75 MB for 32 x 1024 points x 9 atoms x 64 ch
 makes the convolution memory-bound: fresh pages for every call and a round trip through
 DRAM between the gather and the matmul. The chunk budget, `CHUNK_BYTES`, is per device:
 
-* CPU, 4 MiB per intra-op thread (``torch.get_num_threads()``): each thread's share of a
-  chunk is then about two L2 caches of this project's machine (2 MiB per core), still in cache
-  when the matmul reads it, and a second thread gets GEMMs large enough to split. Against one
-  2 MiB budget at any thread count, an ``inrnet4`` step on the input's points was 5% faster at
-  one thread and 12-19% at two; the 64-channel conv of ``benchmarks/bench_conv.py`` moved
-  within this machine's noise (docs/results.md);
+* CPU, 2 MiB: about an L2 cache, so a chunk of ``Z`` is still in cache when the matmul
+  reads it;
 * CUDA (and other accelerators), 64 MiB: there a chunk has to (a) keep every gather and
   matmul far longer than the few microseconds a launch costs (a 64 MiB chunk of float32
   ``Z`` goes through memory twice and, at 64 output channels, is 2 GFLOP of matmul) and
@@ -59,9 +55,9 @@ if TYPE_CHECKING:
 __all__ = ["embedding_bag_conv", "backward_side", "CHUNK_BYTES", "STACK_BYTES", "BACKWARD_SIDES",
            "GATHER_COST"]
 
-CHUNK_BYTES = {"cpu": 4 << 20, "cuda": 64 << 20}
-"""Bytes of ``Z`` (or of ``U``) per chunk, by device type (module docstring; on CPU per
-intra-op thread); other accelerators use the CUDA budget."""
+CHUNK_BYTES = {"cpu": 2 << 20, "cuda": 64 << 20}
+"""Bytes of ``Z`` (or of ``U``) per chunk, by device type (module docstring); other
+accelerators use the CUDA budget."""
 STACK_BYTES = 256 << 20
 """Largest batch-stacked copy of a plan's bags that is cached (beyond: shifted per chunk)."""
 BACKWARD_SIDES = ("auto", "input", "output")
@@ -195,14 +191,8 @@ def _points_major_z(x: Tensor, plan: GatherPlan) -> Tensor | None:
 
 
 def _chunk_rows(row_bytes: int, device: torch.device, chunk_bytes: int | None) -> int:
-    """Rows per chunk so that a chunk of ``Z`` (or ``U``) takes about ``chunk_bytes`` (default:
-    the device's `CHUNK_BYTES`, on CPU times the intra-op threads)."""
-    if chunk_bytes is not None:
-        budget = chunk_bytes
-    elif device.type == "cpu":
-        budget = CHUNK_BYTES["cpu"] * torch.get_num_threads()
-    else:
-        budget = CHUNK_BYTES.get(device.type, CHUNK_BYTES["cuda"])
+    """Rows per chunk so that a chunk of ``Z`` (or ``U``) takes about ``chunk_bytes``."""
+    budget = CHUNK_BYTES.get(device.type, CHUNK_BYTES["cuda"]) if chunk_bytes is None else chunk_bytes
     return max(1, budget // max(1, row_bytes))
 
 
