@@ -440,6 +440,22 @@ def test_tap_lattice_route_on_another_box(monkeypatch):
         torch.testing.assert_close(routed, direct, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["inrnet2", "inrnet4"])
+def test_the_shipped_classifier_recipe_takes_the_tap_lattice_route(name, monkeypatch):
+    """The first conv of the lattice recipe (the shipped classifier's) runs through its tap
+    lattice, the base grid, and the whole network is the same with the route off."""
+    from inrnet.models import create_model
+    model = create_model(name, in_channels=1, num_classes=10, latent="lattice", support_extent="basis",
+                         estimator="tap_mean").double().eval()
+    points = PointSet(sobol(784, 2, seed=5, dtype=D64))
+    first = next(m for m in model.modules() if isinstance(m, BSplineConv))
+    assert first.tap_lattice(points, model.latent_points(points)).lattice.shape == (28, 28)
+    x = torch.randn(3, 784, 1, dtype=D64)
+    routed = model(Field(x, points))
+    monkeypatch.setattr("inrnet.nn.conv.TAP_LATTICE", False)
+    torch.testing.assert_close(routed, model(Field(x, PointSet(points.coords))), rtol=1e-10, atol=1e-12)
+
+
 def test_tap_lattice_route_only_where_the_layer_factorises():
     points = PointSet(sobol(300, 2, seed=4, dtype=D64))
     grid = PointSet.grid((20, 20), dtype=D64)
