@@ -83,12 +83,13 @@ def run(threads: int, rounds: int, estimators: list[str], routes: tuple[bool, ..
     med = {k: 1e3 * v for k, v in interleaved_medians(variants, rounds).items()}
     _embedding_bag.POINTS_MAJOR_CHANNELS = 1
     conv_module.TAP_LATTICE = True
+    on = lambda flag: "on" if flag else "off"  # noqa: E731
     for inr_name, cnn_name in PAIRS:
         for est in estimators:
             for pm in gathers:
                 for route in routes:
                     fresh, fix = med[(inr_name, est, pm, route, True)], med[(inr_name, est, pm, route, False)]
-                    print(f"| `{inr_name}` | `{est}` | {threads} | {'on' if pm else 'off'} | {'on' if route else 'off'} "
+                    print(f"| `{inr_name}` | `{est}` | {threads} | {on(pm)} | {on(route)} "
                           f"| {fresh:.1f} | {fresh / med[cnn_name]:.2f}x | {fix:.1f} | {(fresh - fix) / fresh:.0%} |")
         print(f"| `{cnn_name}` | | {threads} | | | {med[cnn_name]:.1f} | 1.00x | | |")
 
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> None:
         run(args.worker, args.rounds, args.estimators, (True, False) if args.tap_lattice_off else (True,))
         return
     print(f"torch {torch.__version__}, batch 64, 784 points, {args.rounds} interleaved rounds, median\n")
-    print("| step | estimator | threads | points-major | tap lattice | fresh (ms) | / CNN twin | fixed (ms) | geometry |")
+    print("| step | estimator | threads | points-major | tap lattice | fresh (ms) | / CNN twin | fixed (ms) "
+          "| geometry |")
     print("|---|---|---:|---|---|---:|---:|---:|---:|")
     for threads in args.threads:  # each thread count in its own process
         out = subprocess.run([sys.executable, __file__, "--worker", str(threads), "--rounds", str(args.rounds),

@@ -210,6 +210,10 @@ def _hat_mean_plan(points: PointSet, lattice: PointSet) -> GatherPlan:
     The same estimate as ``"tap_mean"``'s for a hat atom (``ContinuousConv._tap_estimate``)
     without a neighbour search.
 
+    Args:
+        points: the N scattered input points (``weights`` Tensor[N]).
+        lattice: the M sites, a point set with a ``lattice`` (C order).
+
     Returns:
         The plan of ``S [prod(lattice.shape), N]``.
     """
@@ -237,6 +241,23 @@ def _hat_mean_plan(points: PointSet, lattice: PointSet) -> GatherPlan:
     value = value / total[row]
     order = stable_argsort(row)
     return GatherPlan(csr_indptr(row, lattice.n), col[order], value[order].to(points.dtype), lattice.n, 1, n)
+
+
+def _box_of(points: PointSet) -> Tensor:
+    """The box the points tile ([`tiled_box`][inrnet.neighbors.tiled_box]) as float64 Tensor[d, 2] of (lo, hi)."""
+    return torch.tensor(tiled_box(points), dtype=torch.float64, device=points.device)
+
+
+def _inside_box(taps: Tensor, box: Tensor) -> Tensor:
+    """Whether each tap (Tensor[..., d], float64) lies in ``box`` (Tensor[d, 2]), faces included up
+    to a slack of ``1e-9`` of the box's largest coordinate: Tensor[...] of bool."""
+    slack = 1e-9 * box.abs().max()
+    return ((taps >= box[:, 0] - slack) & (taps <= box[:, 1] + slack)).all(-1)
+
+
+def _lattice_pair(points: PointSet, queries: PointSet):
+    """``(points.lattice, queries.lattice)`` when both are lattices (a plan may then be a stencil), else None."""
+    return None if points.lattice is None or queries.lattice is None else (points.lattice, queries.lattice)
 
 
 def support_fraction(queries: PointSet, bounds, support: Support, n_probe: int = 1024) -> Tensor:
@@ -463,8 +484,7 @@ class ContinuousConv(nn.Module):
         value = value * weight[:, None]
         if self.estimator in TAP_ESTIMATORS:
             value = self._tap_estimate(points, queries, nbrs, index, value)
-        lattices = None if points.lattice is None or queries.lattice is None else (points.lattice, queries.lattice)
-        return GatherPlan.from_pairs(nbrs, index, value, self.num_atoms, points.dtype, lattices)
+        return GatherPlan.from_pairs(nbrs, index, value, self.num_atoms, points.dtype, _lattice_pair(points, queries))
 
     def _spline_plan(self, points: PointSet, queries: PointSet) -> GatherPlan:
         """The plan of ``estimator="tap_spline"``: each (query ``m``, atom ``a``) reads the field
@@ -483,9 +503,8 @@ class ContinuousConv(nn.Module):
         device = x.device
         offsets, mass = offsets.to(device), mass.to(device)
         taps = (queries.coords.double()[:, None, :] + offsets).reshape(-1, d)  # (M * A, d)
-        box = torch.tensor(tiled_box(points), dtype=torch.float64, device=device)  # (d, 2)
-        slack = 1e-9 * box.abs().max()
-        inside = ((taps >= box[:, 0] - slack) & (taps <= box[:, 1] + slack)).all(-1)  # (M * A,)
+        box = _box_of(points)  # (d, 2)
+        inside = _inside_box(taps, box)  # (M * A,)
         mirror = self.mirror_inset()
         if mirror is not None:  # the mirrored field: a tap beyond a face reads its image inside
             plane_lo = box[:, 0] + taps.new_tensor(mirror)
@@ -494,7 +513,8 @@ class ContinuousConv(nn.Module):
             taps = torch.where(taps > box[:, 1], 2 * plane_hi - taps, taps)
             inside = torch.ones_like(inside)
         spacing = taps.new_tensor(self.tap_spacing())  # (d,)
-        cell = torch.round((taps - box[:, 0]) / (spacing * 1e-6)).long()  # taps equal to a micro-spacing share one solve
+        # taps equal to a micro-spacing share one solve
+        cell = torch.round((taps - box[:, 0]) / (spacing * 1e-6)).long()
         unique, which = torch.unique(cell, dim=0, return_inverse=True)  # (U, d), (M * A,)
         first = torch.full((unique.shape[0],), taps.shape[0], dtype=torch.long, device=device)
         first = first.scatter_reduce(0, which, torch.arange(taps.shape[0], device=device), "amin")
@@ -509,8 +529,8 @@ class ContinuousConv(nn.Module):
         atom = torch.arange(a, device=device).repeat_interleave(k).repeat(m)  # (M * A * k,)
         pairs = Neighbors(csr_indptr(row, m), row, col, (x[col] - queries.coords.double()[row]).to(points.dtype),
                           points.n)
-        lattices = None if points.lattice is None or queries.lattice is None else (points.lattice, queries.lattice)
-        return GatherPlan.from_pairs(pairs, atom[:, None], value[:, None], a, points.dtype, lattices)
+        return GatherPlan.from_pairs(pairs, atom[:, None], value[:, None], a, points.dtype,
+                                     _lattice_pair(points, queries))
 
     def _tap_estimate(self, points: PointSet, queries: PointSet, nbrs: Neighbors, index: Tensor, value: Tensor
                       ) -> Tensor:
@@ -545,10 +565,7 @@ class ContinuousConv(nn.Module):
             denom = total
         scale = torch.where(total > 0, mass.to(total).repeat(queries.n) / denom, 0.0)  # 0 where no point
         if self.mirror_inset() is None and self.padding != "none":  # zero padding: nothing outside the box
-            box = torch.tensor(tiled_box(points), dtype=torch.float64, device=total.device)  # (d, 2)
-            taps = queries.coords.double()[:, None, :] + offsets  # (M, A, d)
-            slack = 1e-9 * box.abs().max()
-            inside = ((taps >= box[:, 0] - slack) & (taps <= box[:, 1] + slack)).all(-1)  # (M, A)
+            inside = _inside_box(queries.coords.double()[:, None, :] + offsets, _box_of(points))  # (M, A)
             scale = scale * inside.reshape(-1)
         return value * scale[key]
 
@@ -583,12 +600,12 @@ class ContinuousConv(nn.Module):
         reach = (offsets - torch.tensor(self.support.center, dtype=torch.float64)).abs().amax(0)  # (d,)
         if any(r + hk > w * (1 + tol) for r, hk, w in zip(reach.tolist(), h, self.support.half_width)):
             return None  # some hat is cut by the support: its mean depends on the query
+        lat = queries.lattice
         shape = []
         for k, ((lo, hi), hk) in enumerate(zip(bounds, h)):
             n = (hi - lo) / hk
             if abs(n - round(n)) > tol * max(1.0, n) or round(n) < 1:
                 return None
-            lat = queries.lattice
             # every tap coordinate origin + i * step + offset is a cell centre lo + (j + 1/2) h
             sites = [(lat.origin[k] + float(o) - lo) / hk - 0.5 for o in offsets[:, k].unique().tolist()]
             if abs(lat.step[k] / hk - round(lat.step[k] / hk)) > tol or any(abs(j - round(j)) > 1e-6 for j in sites):

@@ -123,7 +123,8 @@ def test_tap_estimators_to_a_lattice_match_their_float64_cpu_plans(estimator, de
     monkeypatch.setattr(conv_module, "TAP_LATTICE", False)
     reference = copy.deepcopy(layer).double()
     x64 = x.double().requires_grad_()
-    ref = reference(Field(x64, PointSet(coords.double())), query=PointSet.grid((20, 20), dtype=D64).downsample(2)).values
+    grid64 = PointSet.grid((20, 20), dtype=D64).downsample(2)
+    ref = reference(Field(x64, PointSet(coords.double())), query=grid64).values
     close(out, ref)
     g = torch.randn(ref.shape, dtype=D64)
     out.backward(g.to(device, torch.float32))
